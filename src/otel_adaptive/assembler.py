@@ -1,0 +1,415 @@
+"""Span start/end events -> run trees -> :class:`RunRecord` objects.
+
+Runs only on the exporter thread, so it keeps plain dictionaries and no locks.
+Structure comes from span ids and parent span ids alone (never from names): a
+call's end is matched to its start by span id, so two concurrent calls of the
+same tool cannot be confused. What a span *is* (agent, LLM, tool...) is decided
+from the attributes it has when it ends, because many instrumentations only
+set them then.
+
+Memory is bounded whatever the input: open traces, spans per trace and calls
+per run are capped, idle traces are evicted, and everything dropped is counted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from otel_adaptive import conventions
+from otel_adaptive.config import AdaptiveConfig
+from otel_adaptive.records import STRUCTURAL_SCOPES, CallRecord, RunRecord, ScopeType
+
+_CALL_KINDS = frozenset({"llm", "tool"})
+
+
+@dataclass(slots=True)
+class AssemblerCounters:
+    """What the assembler did with the spans it saw (all monotonic)."""
+
+    runs_completed: int = 0
+    runs_evicted: int = 0
+    calls_truncated: int = 0
+    spans_outside_runs: int = 0
+    late_spans: int = 0
+    duplicate_spans: int = 0
+    traces_evicted_capacity: int = 0
+
+
+@dataclass(slots=True)
+class _Node:
+    span_id: int
+    parent_id: int | None
+    parent_is_remote: bool
+    start_ns: int
+    name: str
+    live: ReadableSpan | None = None  # the live span while open, to read late attributes
+    ended: bool = False
+    end_ns: int = 0
+    scope: ScopeType = "unknown"
+    attributes: Mapping[str, Any] | None = None
+    service_name: str | None = None
+    detached: bool = False  # its run was already emitted; it ended late
+    contains_run: bool = False  # a run was emitted from beneath it
+
+
+@dataclass(slots=True)
+class _Trace:
+    nodes: dict[int, _Node] = field(default_factory=dict)
+    children: dict[int, list[int]] = field(default_factory=dict)
+    last_activity: float = 0.0
+
+
+class RunAssembler:
+    """Rebuilds agent runs from span events and emits them when their root ends."""
+
+    def __init__(self, config: AdaptiveConfig, *, clock: Any = time.monotonic) -> None:
+        self._config = config
+        self._clock = clock
+        self._traces: OrderedDict[int, _Trace] = OrderedDict()
+        self._completed: list[RunRecord] = []
+        self._evicted_span_ids: list[int] = []
+        self.counters = AssemblerCounters()
+
+    # --- public surface used by the exporter ------------------------------------------------
+
+    @property
+    def open_traces(self) -> int:
+        return len(self._traces)
+
+    def span_started(self, span: ReadableSpan) -> None:
+        """Record a span start (``span`` is the live span)."""
+        context = span.context
+        if context is None:
+            return
+        trace = self._touch(context.trace_id)
+        if context.span_id in trace.nodes:
+            self.counters.duplicate_spans += 1
+            return
+        node = self._new_node(span)
+        node.live = span
+        self._add(context.trace_id, trace, node)
+
+    def span_ended(self, span: ReadableSpan) -> None:
+        """Record a span end (``span`` is the read-only snapshot) and emit a completed run."""
+        context = span.context
+        if context is None:
+            return
+        trace = self._touch(context.trace_id)
+        node = trace.nodes.get(context.span_id)
+        if node is None:  # its start was never seen (dropped, or began before us)
+            node = self._new_node(span)
+            if not self._add(context.trace_id, trace, node):
+                return
+        elif node.ended:
+            self.counters.duplicate_spans += 1
+            return
+        self._finish(node, span)
+        if node.detached:
+            self.counters.late_spans += 1
+            self._forget(trace, node)
+        elif self._is_run_root(trace, node):
+            self._emit(context.trace_id, trace, node)
+        elif self._is_local_root(trace, node):
+            self._discard_subtree(trace, node)
+        if not trace.nodes:
+            self._traces.pop(context.trace_id, None)
+
+    def take_completed(self) -> list[RunRecord]:
+        """Runs completed since the last call."""
+        done, self._completed = self._completed, []
+        return done
+
+    def take_evicted_span_ids(self) -> list[int]:
+        """Ids of open spans dropped by eviction since the last call."""
+        ids, self._evicted_span_ids = self._evicted_span_ids, []
+        return ids
+
+    def evict_idle(self) -> int:
+        """Evict traces idle for longer than the run timeout; returns how many."""
+        deadline = self._clock() - self._config.run_timeout_seconds
+        evicted = 0
+        while self._traces:
+            trace_id, trace = next(iter(self._traces.items()))
+            if trace.last_activity > deadline:
+                break
+            self._evict(trace_id)
+            evicted += 1
+        return evicted
+
+    # --- building the tree ------------------------------------------------------------------
+
+    def _touch(self, trace_id: int) -> _Trace:
+        trace = self._traces.get(trace_id)
+        if trace is None:
+            trace = self._traces[trace_id] = _Trace()
+            if len(self._traces) > self._config.max_open_traces:
+                oldest = next(iter(self._traces))
+                self.counters.traces_evicted_capacity += 1
+                self._evict(oldest)
+        else:
+            self._traces.move_to_end(trace_id)
+        trace.last_activity = self._clock()
+        return trace
+
+    def _new_node(self, span: ReadableSpan) -> _Node:
+        parent = span.parent
+        assert span.context is not None
+        return _Node(
+            span_id=span.context.span_id,
+            parent_id=parent.span_id if parent is not None else None,
+            parent_is_remote=bool(parent is not None and parent.is_remote),
+            start_ns=span.start_time or 0,
+            name=self._cut(span.name),
+        )
+
+    def _add(self, trace_id: int, trace: _Trace, node: _Node) -> bool:
+        if len(trace.nodes) >= self._config.max_spans_per_trace:
+            self.counters.traces_evicted_capacity += 1
+            self._evict(trace_id)
+            return False
+        trace.nodes[node.span_id] = node
+        if node.parent_id is not None and node.parent_id != node.span_id:
+            trace.children.setdefault(node.parent_id, []).append(node.span_id)
+            parent = trace.nodes.get(node.parent_id)
+            if parent is not None and parent.detached:
+                node.detached = True
+        return True
+
+    def _finish(self, node: _Node, span: ReadableSpan) -> None:
+        attributes = span.attributes
+        node.ended = True
+        node.live = None
+        node.name = self._cut(span.name)
+        node.start_ns = span.start_time or node.start_ns
+        node.end_ns = span.end_time or node.start_ns
+        node.attributes = attributes
+        node.scope = conventions.classify(
+            attributes, span.name, name_heuristics=self._config.name_heuristics
+        )
+        if node.parent_id is None or node.parent_is_remote:
+            service = span.resource.attributes.get("service.name") if span.resource else None
+            node.service_name = service if isinstance(service, str) else None
+
+    def _cut(self, name: object) -> str:
+        text = name if isinstance(name, str) else str(name)
+        return text[: self._config.max_name_length]
+
+    # --- deciding run roots -------------------------------------------------------------------
+
+    def _ancestors(self, trace: _Trace, node: _Node) -> Iterator[_Node]:
+        seen = {node.span_id}
+        parent_id = node.parent_id
+        while parent_id is not None and parent_id not in seen:
+            seen.add(parent_id)
+            parent = trace.nodes.get(parent_id)
+            if parent is None:
+                return
+            yield parent
+            parent_id = parent.parent_id
+
+    def _current_scope(self, node: _Node) -> ScopeType:
+        if node.ended or node.live is None:
+            return node.scope
+        # Still open: classify from what the live span carries right now.
+        live = node.live
+        return conventions.classify(
+            live.attributes, live.name, name_heuristics=self._config.name_heuristics
+        )
+
+    def _is_local_root(self, trace: _Trace, node: _Node) -> bool:
+        return (
+            node.parent_id is None
+            or node.parent_is_remote
+            or node.parent_id == node.span_id
+            or node.parent_id not in trace.nodes
+        )
+
+    def _is_run_root(self, trace: _Trace, node: _Node) -> bool:
+        if node.contains_run:
+            return False
+        if node.scope == "agent":
+            return not any(self._current_scope(a) == "agent" for a in self._ancestors(trace, node))
+        if self._config.run_root != "agent_or_root" or not self._is_local_root(trace, node):
+            return False
+        # A parent that is local but unknown means we lost part of the tree; only
+        # a true local root (no parent, or a remote one) stands for a whole trace.
+        return node.parent_id is None or node.parent_is_remote
+
+    # --- emitting runs ----------------------------------------------------------------------
+
+    def _subtree(self, trace: _Trace, root: _Node) -> Iterator[tuple[_Node, tuple[str, ...]]]:
+        """Nodes under ``root`` (itself included) with the scope path above each."""
+        stack: list[tuple[_Node, tuple[str, ...]]] = [(root, ())]
+        seen = {root.span_id}
+        while stack:
+            node, path = stack.pop()
+            yield node, path
+            below = path + (node.name,) if self._scope_of(node) in STRUCTURAL_SCOPES else path
+            for child_id in trace.children.get(node.span_id, ()):
+                child = trace.nodes.get(child_id)
+                if child is not None and child_id not in seen:
+                    seen.add(child_id)
+                    stack.append((child, below))
+
+    @staticmethod
+    def _scope_of(node: _Node) -> ScopeType:
+        return node.scope if node.ended else "unknown"
+
+    def _emit(self, trace_id: int, trace: _Trace, root: _Node) -> None:
+        calls: list[CallRecord] = []
+        nested_in_llm: set[int] = set()
+        agent_name: str | None = None
+        first_agent_start: int | None = None
+        members: list[_Node] = []
+        for node, path in self._subtree(trace, root):
+            members.append(node)
+            if not node.ended:
+                continue
+            if node.scope == "agent" and node is not root:
+                named = conventions.agent_name(node.attributes)
+                if named and (first_agent_start is None or node.start_ns < first_agent_start):
+                    first_agent_start = node.start_ns
+                    agent_name = named
+            if node.scope not in _CALL_KINDS or node.span_id in nested_in_llm:
+                continue
+            if node.scope == "llm":
+                inner = self._inner_llm_calls(trace, node, nested_in_llm)
+                calls.append(self._llm_call(node, path, inner))
+            else:
+                calls.append(self._tool_call(node, path))
+        calls.sort(key=lambda c: (c.start_ns, c.end_ns))
+        if len(calls) > self._config.max_calls_per_run:
+            self.counters.calls_truncated += len(calls) - self._config.max_calls_per_run
+            del calls[self._config.max_calls_per_run :]
+        run = RunRecord(
+            id=f"{trace_id:032x}-{root.span_id:016x}",
+            agent_id=self._agent_id(root, agent_name),
+            trace_id=f"{trace_id:032x}",
+            start_ns=root.start_ns,
+            end_ns=root.end_ns,
+            calls=tuple(calls),
+        )
+        self._completed.append(run)
+        self.counters.runs_completed += 1
+        for ancestor in self._ancestors(trace, root):
+            ancestor.contains_run = True
+        self._remove_members(trace, members)
+
+    def _inner_llm_calls(self, trace: _Trace, outer: _Node, nested: set[int]) -> list[_Node]:
+        """LLM spans nested in an LLM span: the same call seen by two instrumentations."""
+        inner = []
+        for node, _ in self._subtree(trace, outer):
+            if node is not outer and node.ended and node.scope == "llm":
+                nested.add(node.span_id)
+                inner.append(node)
+        return inner
+
+    def _llm_call(self, node: _Node, path: tuple[str, ...], inner: list[_Node]) -> CallRecord:
+        details = conventions.read_call_details(node.attributes)
+        # The outer span speaks for the call; inner spans fill what it lacks (counted once).
+        for other in inner:
+            if None not in (
+                details.output_tokens,
+                details.prompt_tokens,
+                details.model_name,
+                details.tool_call_count,
+            ):
+                break
+            extra = conventions.read_call_details(other.attributes)
+            details = conventions.CallDetails(
+                output_tokens=_first(details.output_tokens, extra.output_tokens),
+                prompt_tokens=_first(details.prompt_tokens, extra.prompt_tokens),
+                total_tokens=_first(details.total_tokens, extra.total_tokens),
+                model_name=_first(details.model_name, extra.model_name),
+                tool_call_count=_first(details.tool_call_count, extra.tool_call_count),
+            )
+        return CallRecord(
+            kind="llm",
+            name=node.name,
+            span_id=f"{node.span_id:016x}",
+            parent_span_id=_hex_or_none(node.parent_id),
+            path=path,
+            start_ns=node.start_ns,
+            end_ns=node.end_ns,
+            output_tokens=details.output_tokens,
+            prompt_tokens=details.prompt_tokens,
+            total_tokens=details.total_tokens,
+            model_name=None if details.model_name is None else self._cut(details.model_name),
+            tool_call_count=details.tool_call_count,
+        )
+
+    def _tool_call(self, node: _Node, path: tuple[str, ...]) -> CallRecord:
+        name = conventions.tool_name(node.attributes) or node.name
+        return CallRecord(
+            kind="tool",
+            name=self._cut(name),
+            span_id=f"{node.span_id:016x}",
+            parent_span_id=_hex_or_none(node.parent_id),
+            path=path,
+            start_ns=node.start_ns,
+            end_ns=node.end_ns,
+        )
+
+    def _agent_id(self, root: _Node, agent_name: str | None) -> str:
+        if root.scope == "agent":
+            named = conventions.agent_name(root.attributes) or agent_name
+            return self._cut(named or root.name)
+        fallback = self._config.agent_id or root.service_name or "unknown_service"
+        return self._cut(fallback)
+
+    # --- cleanup ------------------------------------------------------------------------------
+
+    def _remove_members(self, trace: _Trace, members: list[_Node]) -> None:
+        """Drop an emitted or discarded subtree (``members[0]`` is its root)."""
+        self._unlink_from_parent(trace, members[0])
+        for node in members:
+            if node.ended:
+                trace.nodes.pop(node.span_id, None)
+                trace.children.pop(node.span_id, None)
+            else:
+                node.detached = True  # its run is gone; count it when it ends
+
+    def _discard_subtree(self, trace: _Trace, root: _Node) -> None:
+        members = [node for node, _ in self._subtree(trace, root)]
+        if not root.contains_run:
+            self.counters.spans_outside_runs += sum(1 for n in members if n.ended)
+        self._remove_members(trace, members)
+
+    def _forget(self, trace: _Trace, node: _Node) -> None:
+        trace.nodes.pop(node.span_id, None)
+        trace.children.pop(node.span_id, None)
+        self._unlink_from_parent(trace, node)
+
+    @staticmethod
+    def _unlink_from_parent(trace: _Trace, node: _Node) -> None:
+        if node.parent_id is None:
+            return
+        siblings = trace.children.get(node.parent_id)
+        if siblings is None:
+            return
+        if node.span_id in siblings:
+            siblings.remove(node.span_id)
+        if not siblings:
+            del trace.children[node.parent_id]
+
+    def _evict(self, trace_id: int) -> None:
+        trace = self._traces.pop(trace_id, None)
+        if trace is None:
+            return
+        if any(not n.contains_run and not n.detached for n in trace.nodes.values()):
+            self.counters.runs_evicted += 1
+        self._evicted_span_ids.extend(n.span_id for n in trace.nodes.values() if not n.ended)
+
+
+def _first(a: Any, b: Any) -> Any:
+    return a if a is not None else b
+
+
+def _hex_or_none(span_id: int | None) -> str | None:
+    return None if span_id is None else f"{span_id:016x}"

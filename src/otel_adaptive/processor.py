@@ -1,0 +1,273 @@
+"""``AdaptiveSpanProcessor``: the hot path and the lifecycle.
+
+``on_start``/``on_end`` run on the application's threads inside ``span.start()``
+and ``span.end()``. They append the span to a bounded queue for the exporter
+thread and keep just what hints need *now* — the open spans by id and, per
+parent span, the LLM calls that ended under it. They never do I/O, never wait
+for the exporter, take no lock on the normal path, and never raise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections import deque
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from otel_adaptive import conventions
+from otel_adaptive.cache import PlanCache
+from otel_adaptive.config import AdaptiveConfig
+from otel_adaptive.exporter import FLUSH, SPAN_ENDED, SPAN_STARTED, Exporter, FlushRequest
+from otel_adaptive.hints import AgentHints, HintService, _activate, _deactivate
+from otel_adaptive.learners import build_learners
+from otel_adaptive.store.base import Store
+from otel_adaptive.store.factory import create_store
+
+_logger = logging.getLogger(__name__)
+
+#: Open spans tracked for hints, per open trace allowed by the config.
+_LIVE_SPANS_PER_TRACE = 16
+
+
+class AdaptiveSpanProcessor(SpanProcessor):
+    """Learns from agent runs and serves hints for the next LLM call.
+
+    Register it like any span processor::
+
+        provider.add_span_processor(AdaptiveSpanProcessor())
+
+    ``config`` defaults to :class:`AdaptiveConfig` defaults (in-memory store);
+    keyword arguments override single fields. Pass ``store`` to supply your own
+    :class:`~otel_adaptive.store.base.Store`.
+    """
+
+    def __init__(
+        self,
+        config: AdaptiveConfig | None = None,
+        *,
+        store: Store | None = None,
+        **overrides: Any,
+    ) -> None:
+        config = config or AdaptiveConfig()
+        if overrides:
+            config = config.replace(**overrides)
+        self._config = config
+        learners = build_learners(config.learners)
+        self._learners = learners
+        self._store = store if store is not None else create_store(config, learners)
+        self._cache = PlanCache()
+        self._enabled = config.enabled
+        self._max_queue = config.max_queue_size
+        self._batch_size = config.max_export_batch_size
+        self._max_live = config.max_open_traces * _LIVE_SPANS_PER_TRACE
+        self._heuristics = config.name_heuristics
+        self._drop_lock = threading.Lock()
+        self._dropped = [0, 0]  # starts, ends
+        self._live_dropped = 0
+        self._hot_errors = 0
+        self._shutdown = False
+        # Both maps are only touched with single dict operations (atomic under the GIL).
+        self._live: dict[int, ReadableSpan] = {}
+        self._llm_done: dict[int, list[int]] = {}
+        self._start_pipeline()
+        self.hints = HintService(config, self._cache, self._live, self._llm_done)
+        if self._enabled:
+            _activate(self.hints)
+        if hasattr(os, "register_at_fork"):
+            reinit = weakref.WeakMethod(self._after_fork_in_child)
+
+            def _after_in_child() -> None:
+                method = reinit()
+                if method is not None:
+                    method()
+
+            os.register_at_fork(after_in_child=_after_in_child)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> AdaptiveSpanProcessor:
+        """A processor configured from ``OTEL_ADAPTIVE_*`` (keyword arguments win)."""
+        return cls(AdaptiveConfig.from_env(environ, **overrides))
+
+    def _start_pipeline(self) -> None:
+        self._queue: deque[tuple[int, Any]] = deque()
+        self._live.clear()
+        self._llm_done.clear()
+        self._exporter = Exporter(
+            self._config,
+            self._queue,
+            self._store,
+            list(self._learners.values()),
+            self._cache,
+            self._forget_spans,
+        )
+        self._wake = self._exporter.wake_event
+        if self._enabled:
+            self._exporter.start()
+
+    # --- public read access -------------------------------------------------------------------
+
+    @property
+    def config(self) -> AdaptiveConfig:
+        return self._config
+
+    @property
+    def store(self) -> Store:
+        """Where runs and learned state are kept (``list_runs``, ``load_trie``, ``load_plan``)."""
+        return self._store
+
+    @property
+    def cache(self) -> PlanCache:
+        """The latest published plans (what hints are served from)."""
+        return self._cache
+
+    # --- the hot path -------------------------------------------------------------------------
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        try:
+            if not self._enabled:
+                return
+            span_id = span.context.span_id
+            if len(self._live) < self._max_live:
+                self._live[span_id] = span
+            else:
+                self._count_live_drop()
+            self._enqueue(SPAN_STARTED, span)
+        except Exception:
+            self._count_hot_error()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            if not self._enabled:
+                return
+            context = span.context
+            assert context is not None
+            span_id = context.span_id
+            live = self._live
+            live.pop(span_id, None)
+            self._llm_done.pop(span_id, None)
+            parent = span.parent
+            if (
+                parent is not None
+                and parent.span_id in live
+                and conventions.is_llm_span(
+                    span.attributes, span.name, name_heuristics=self._heuristics
+                )
+            ):
+                self._llm_done.setdefault(parent.span_id, []).append(span_id)
+            self._enqueue(SPAN_ENDED, span)
+        except Exception:
+            self._count_hot_error()
+
+    def _enqueue(self, kind: int, span: ReadableSpan) -> None:
+        queue = self._queue
+        if len(queue) >= self._max_queue:
+            with self._drop_lock:  # rare path: exact counting matters more than speed
+                self._dropped[kind] += 1
+            return
+        queue.append((kind, span))
+        if len(queue) >= self._batch_size and not self._wake.is_set():
+            self._wake.set()
+
+    def _count_live_drop(self) -> None:
+        with self._drop_lock:
+            self._live_dropped += 1
+
+    def _count_hot_error(self) -> None:
+        with self._drop_lock:
+            self._hot_errors += 1
+        _logger.debug("otel-adaptive swallowed an error on the span hot path", exc_info=True)
+
+    def _forget_spans(self, span_ids: list[int]) -> None:
+        """Called by the exporter for open spans of evicted runs: they will not end."""
+        for span_id in span_ids:
+            self._live.pop(span_id, None)
+            self._llm_done.pop(span_id, None)
+
+    # --- hints --------------------------------------------------------------------------------
+
+    def current_hints(self) -> AgentHints | None:
+        """Hints for an LLM call about to be made under the current span (None if unknown)."""
+        return self.hints.current_hints()
+
+    def inject_hints(
+        self,
+        body: MutableMapping[str, Any] | None = None,
+        headers: MutableMapping[str, str] | None = None,
+    ) -> AgentHints | None:
+        """Write the current hints into a request body and/or headers; returns them."""
+        return self.hints.inject_hints(body, headers)
+
+    def set_latency_sensitivity(self, value: int) -> bool:
+        """Mark the current span latency-sensitive; the highest value among ancestors wins."""
+        return self.hints.set_latency_sensitivity(value)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Assemble every span that ended before this call and store every completed run.
+
+        Returns True when that finished within the timeout and the store accepted
+        everything; False otherwise (the data stays buffered for a later attempt).
+        """
+        if not self._enabled:
+            return True
+        if self._shutdown:
+            return self._exporter.pending_runs() == 0 and not self._queue
+        request = FlushRequest()
+        self._queue.append((FLUSH, request))
+        self._wake.set()
+        if not request.done.wait(max(timeout_millis, 0) / 1000.0):
+            return False
+        return request.ok
+
+    def shutdown(self) -> None:
+        """Flush within ``shutdown_timeout_millis``, stop the exporter, close the store."""
+        if self._shutdown:
+            return
+        self._shutdown = True
+        _deactivate(self.hints)
+        if not self._enabled:
+            self._store.close()
+            return
+        finished = self._exporter.stop(self._config.shutdown_timeout_millis / 1000.0)
+        unstored = self._exporter.pending_runs()
+        if not finished or unstored or self._queue:
+            _logger.warning(
+                "otel-adaptive shut down before everything was stored: "
+                "%d events still queued, %d completed runs not stored",
+                len(self._queue),
+                unstored,
+            )
+        if finished:
+            self._store.close()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's queue, open spans and thread belong to the parent: start afresh
+        # so the child's runs are stored and the parent's are not stored twice.
+        self._drop_lock = threading.Lock()
+        if not self._shutdown:
+            self._start_pipeline()
+
+    # --- counters -----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """Counters of what the processor did; see ``docs/operations.md``."""
+        values = self._exporter.stats()
+        values["events_dropped"] = sum(self._dropped)
+        # Every span the SDK handed us is in exactly one place: seen, queued or dropped.
+        queued = [kind for kind, _ in list(self._queue)]
+        values["spans_started"] += queued.count(SPAN_STARTED) + self._dropped[SPAN_STARTED]
+        values["spans_ended"] += queued.count(SPAN_ENDED) + self._dropped[SPAN_ENDED]
+        values["live_spans_untracked"] = self._live_dropped
+        values["hot_path_errors"] = self._hot_errors
+        values["queue_depth"] = len(self._queue)
+        values["live_spans"] = len(self._live)
+        return values

@@ -1,0 +1,100 @@
+"""The storage contract shared by the in-memory and Redis stores."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from otel_adaptive.learners import (
+    LEARNER_TYPES,
+    PredictionTrieLearner,
+    ToolParallelismLearner,
+    build_learners,
+)
+from otel_adaptive.learners.base import Learner, Mergeable
+from otel_adaptive.learners.parallelism import ExecutionPlan
+from otel_adaptive.records import RunRecord
+
+_L = TypeVar("_L", bound=Learner)
+
+
+class StoreUnavailableError(Exception):
+    """The store's backend could not be reached or did not answer in time.
+
+    Raised (chained to the client library's error) by stores with a remote
+    backend. Writes that raised it may or may not have been applied; retrying
+    them with the same run ids and batch ids is safe.
+    """
+
+
+@dataclass(frozen=True)
+class AgentDelta:
+    """What one learner learned about one agent from one batch of runs."""
+
+    agent_id: str
+    learner: str
+    fields: Mapping[str, Mergeable]
+
+
+class Store(ABC):
+    """Where completed runs and learned state live.
+
+    Every method is called from the exporter thread (or from user code reading
+    back results); none is ever called on the span hot path.
+    """
+
+    def __init__(self, learners: Mapping[str, Learner] | None = None) -> None:
+        # The learners decode stored fields and build the views served by
+        # ``load_trie``/``load_plan``; by default every known learner.
+        if learners is None:
+            learners = build_learners(LEARNER_TYPES)
+        self.learners: Mapping[str, Learner] = learners
+
+    @abstractmethod
+    def save_runs(self, runs: Sequence[RunRecord]) -> None:
+        """Store a batch of runs, applying per-agent retention.
+
+        Saving a run whose id is already stored replaces it (idempotent).
+        """
+
+    @abstractmethod
+    def list_runs(self, agent_id: str, limit: int | None = None) -> list[RunRecord]:
+        """The agent's stored runs, oldest first; the newest ``limit`` if given."""
+
+    @abstractmethod
+    def run_count(self, agent_id: str) -> int:
+        """How many runs of the agent are currently retained."""
+
+    @abstractmethod
+    def agents(self) -> list[str]:
+        """Agent ids with stored runs or learned state, sorted."""
+
+    @abstractmethod
+    def merge(self, batch_id: str, deltas: Sequence[AgentDelta]) -> bool:
+        """Merge learned deltas atomically; a batch id already merged is skipped.
+
+        Returns True when the batch was applied, False when it had been already.
+        """
+
+    @abstractmethod
+    def load_fields(self, agent_id: str, learner: str) -> dict[str, Mergeable]:
+        """The agent's full learned state for one learner (empty if none)."""
+
+    def load_trie(self, agent_id: str) -> dict[str, Any] | None:
+        """The agent's prediction trie in its JSON wire format, or None before any LLM call."""
+        learner = self._learner(PredictionTrieLearner)
+        return learner.envelope(agent_id, self.load_fields(agent_id, learner.name))
+
+    def load_plan(self, agent_id: str) -> ExecutionPlan:
+        """The agent's execution plan: tool groups observed running in parallel."""
+        learner = self._learner(ToolParallelismLearner)
+        return learner.view(agent_id, self.load_fields(agent_id, learner.name))
+
+    def _learner(self, learner_type: type[_L]) -> _L:
+        configured = self.learners.get(learner_type.name)
+        return configured if isinstance(configured, learner_type) else learner_type()
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release connections; the store is not used afterwards."""

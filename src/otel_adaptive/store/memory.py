@@ -1,0 +1,98 @@
+"""The embedded default store: everything in this process, bounded by retention."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+from otel_adaptive.learners.base import Learner, Mergeable
+from otel_adaptive.records import RunRecord
+from otel_adaptive.store.base import AgentDelta, Store
+
+#: Batch ids remembered for idempotent merges; older ones are forgotten first.
+_REMEMBERED_BATCHES = 4096
+
+
+class MemoryStore(Store):
+    """Runs and learned state in dictionaries, safe to read from any thread."""
+
+    def __init__(
+        self,
+        *,
+        max_runs_per_agent: int = 1000,
+        run_max_age_seconds: float | None = None,
+        learners: Mapping[str, Learner] | None = None,
+    ) -> None:
+        super().__init__(learners)
+        self._max_runs = max_runs_per_agent
+        self._max_age_ns = None if run_max_age_seconds is None else int(run_max_age_seconds * 1e9)
+        # One lock for everything: writers are the exporter thread, readers are user
+        # code; none of them ever runs on the span hot path.
+        self._lock = threading.Lock()
+        self._runs: dict[str, OrderedDict[str, RunRecord]] = {}
+        self._learned: dict[tuple[str, str], dict[str, Mergeable]] = {}
+        self._applied_batches: OrderedDict[str, None] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(max_runs_per_agent={self._max_runs})"
+
+    def save_runs(self, runs: Sequence[RunRecord]) -> None:
+        now_ns = time.time_ns()
+        with self._lock:
+            touched: set[str] = set()
+            for run in runs:
+                by_id = self._runs.setdefault(run.agent_id, OrderedDict())
+                by_id.pop(run.id, None)  # a re-saved run moves to the newest end
+                by_id[run.id] = run
+                touched.add(run.agent_id)
+            for agent_id in touched:
+                self._apply_retention(self._runs[agent_id], now_ns)
+
+    def _apply_retention(self, by_id: OrderedDict[str, RunRecord], now_ns: int) -> None:
+        while len(by_id) > self._max_runs:
+            by_id.popitem(last=False)
+        if self._max_age_ns is not None:
+            oldest_allowed = now_ns - self._max_age_ns
+            stale = [run_id for run_id, run in by_id.items() if run.end_ns < oldest_allowed]
+            for run_id in stale:
+                del by_id[run_id]
+
+    def list_runs(self, agent_id: str, limit: int | None = None) -> list[RunRecord]:
+        with self._lock:
+            by_id = self._runs.get(agent_id)
+            if not by_id:
+                return []
+            if self._max_age_ns is not None:
+                self._apply_retention(by_id, time.time_ns())
+            runs = list(by_id.values())
+        return runs if limit is None else runs[max(len(runs) - limit, 0) :]
+
+    def run_count(self, agent_id: str) -> int:
+        with self._lock:
+            return len(self._runs.get(agent_id, ()))
+
+    def agents(self) -> list[str]:
+        with self._lock:
+            names = {agent for agent, runs in self._runs.items() if runs}
+            names.update(agent for agent, _ in self._learned)
+        return sorted(names)
+
+    def merge(self, batch_id: str, deltas: Sequence[AgentDelta]) -> bool:
+        with self._lock:
+            if batch_id in self._applied_batches:
+                return False
+            for delta in deltas:
+                state = self._learned.setdefault((delta.agent_id, delta.learner), {})
+                for key, value in delta.fields.items():
+                    current = state.get(key)
+                    state[key] = value if current is None else current.merge(value)
+            self._applied_batches[batch_id] = None
+            if len(self._applied_batches) > _REMEMBERED_BATCHES:
+                self._applied_batches.popitem(last=False)
+            return True
+
+    def load_fields(self, agent_id: str, learner: str) -> dict[str, Mergeable]:
+        with self._lock:
+            return dict(self._learned.get((agent_id, learner), {}))
