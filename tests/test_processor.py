@@ -8,10 +8,10 @@ import time
 
 import pytest
 from opentelemetry import trace
-from spans import CHAIN, LLM, MS, TOOL, agent_attrs, make_processor, timed_span, usage
 
 from otel_adaptive.records import RunRecord
 from otel_adaptive.store.memory import MemoryStore
+from spans import CHAIN, LLM, MS, TOOL, agent_attrs, make_processor, timed_span, usage
 
 
 def _one_run(tracer: trace.Tracer) -> None:
@@ -25,11 +25,17 @@ def _one_run(tracer: trace.Tracer) -> None:
             with timed_span(tracer, "chat test-model", 20, 250, LLM, end_attributes=usage(80, 9)):
                 pass
         with timed_span(tracer, "act", 500, 990, CHAIN):
-            with timed_span(tracer, "execute_tool search", 510, 700, {**TOOL, "gen_ai.tool.name": "search"}):
+            with timed_span(
+                tracer, "execute_tool search", 510, 700, {**TOOL, "gen_ai.tool.name": "search"}
+            ):
                 pass
-            with timed_span(tracer, "execute_tool search", 520, 690, {**TOOL, "gen_ai.tool.name": "search"}):
+            with timed_span(
+                tracer, "execute_tool search", 520, 690, {**TOOL, "gen_ai.tool.name": "search"}
+            ):
                 pass
-            with timed_span(tracer, "execute_tool fetch", 700, 800, {**TOOL, "gen_ai.tool.name": "fetch"}):
+            with timed_span(
+                tracer, "execute_tool fetch", 700, 800, {**TOOL, "gen_ai.tool.name": "fetch"}
+            ):
                 pass
 
 
@@ -44,7 +50,15 @@ def test_one_run_with_overlapping_same_name_calls_is_assembled_exactly() -> None
     assert run.agent_id == "planner"
     assert run.end_ns - run.start_ns == 1000 * MS
     got = [
-        (c.kind, c.name, c.start_ns - run.start_ns, c.duration_ns, c.output_tokens, c.prompt_tokens, c.path)
+        (
+            c.kind,
+            c.name,
+            c.start_ns - run.start_ns,
+            c.duration_ns,
+            c.output_tokens,
+            c.prompt_tokens,
+            c.path,
+        )
         for c in run.calls
     ]
     assert got == [
@@ -106,9 +120,8 @@ def test_trace_without_agent_span_is_one_run_under_service_name() -> None:
 
 def test_configured_fallback_agent_id_wins_over_service_name() -> None:
     provider, processor, tracer = make_processor(service_name="svc", agent_id="my-agent")
-    with timed_span(tracer, "root", 0, 10):
-        with timed_span(tracer, "chat m", 1, 5, LLM):
-            pass
+    with timed_span(tracer, "root", 0, 10), timed_span(tracer, "chat m", 1, 5, LLM):
+        pass
     assert processor.force_flush(5000)
     assert processor.store.run_count("my-agent") == 1
     assert processor.store.run_count("svc") == 0
@@ -117,9 +130,8 @@ def test_configured_fallback_agent_id_wins_over_service_name() -> None:
 
 def test_agent_only_policy_ignores_traces_without_agents() -> None:
     provider, processor, tracer = make_processor(run_root="agent")
-    with timed_span(tracer, "root", 0, 10):
-        with timed_span(tracer, "chat m", 1, 5, LLM):
-            pass
+    with timed_span(tracer, "root", 0, 10), timed_span(tracer, "chat m", 1, 5, LLM):
+        pass
     assert processor.force_flush(5000)
     assert processor.store.agents() == []
     assert processor.stats()["spans_outside_runs"] == 2
@@ -251,7 +263,7 @@ def test_force_flush_and_shutdown_lose_nothing() -> None:
 
 
 def test_spans_after_shutdown_are_ignored_without_error() -> None:
-    provider, processor, tracer = make_processor()
+    _, processor, tracer = make_processor()
     processor.shutdown()
     with timed_span(tracer, "agent", 0, 2, agent_attrs("late")):
         pass
@@ -272,7 +284,9 @@ def test_forked_child_stores_its_own_runs_and_not_the_parents() -> None:
                 with timed_span(tracer, "chat m", 0.5, 1, LLM):
                     pass
             ok = processor.force_flush(5000)
-            result = f"{ok},{processor.store.run_count('child')},{processor.store.run_count('parent')}"
+            result = (
+                f"{ok},{processor.store.run_count('child')},{processor.store.run_count('parent')}"
+            )
             os.write(write_fd, result.encode())
         finally:
             os._exit(0)

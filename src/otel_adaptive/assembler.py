@@ -115,7 +115,7 @@ class RunAssembler:
             self._forget(trace, node)
         elif self._is_run_root(trace, node):
             self._emit(context.trace_id, trace, node)
-        elif self._is_local_root(trace, node):
+        elif self._is_local_root(node):
             self._discard_subtree(trace, node)
         if not trace.nodes:
             self._traces.pop(context.trace_id, None)
@@ -222,24 +222,22 @@ class RunAssembler:
             live.attributes, live.name, name_heuristics=self._config.name_heuristics
         )
 
-    def _is_local_root(self, trace: _Trace, node: _Node) -> bool:
-        return (
-            node.parent_id is None
-            or node.parent_is_remote
-            or node.parent_id == node.span_id
-            or node.parent_id not in trace.nodes
-        )
+    @staticmethod
+    def _is_local_root(node: _Node) -> bool:
+        """No local parent: the top of this process's part of the trace.
+
+        A span whose local parent is merely unknown is not one: the parent's start
+        may have been dropped and its end may still come, so it waits (and is
+        evicted with its trace if the parent never shows up).
+        """
+        return node.parent_id is None or node.parent_is_remote or node.parent_id == node.span_id
 
     def _is_run_root(self, trace: _Trace, node: _Node) -> bool:
         if node.contains_run:
             return False
         if node.scope == "agent":
             return not any(self._current_scope(a) == "agent" for a in self._ancestors(trace, node))
-        if self._config.run_root != "agent_or_root" or not self._is_local_root(trace, node):
-            return False
-        # A parent that is local but unknown means we lost part of the tree; only
-        # a true local root (no parent, or a remote one) stands for a whole trace.
-        return node.parent_id is None or node.parent_is_remote
+        return self._config.run_root == "agent_or_root" and self._is_local_root(node)
 
     # --- emitting runs ----------------------------------------------------------------------
 
@@ -250,7 +248,7 @@ class RunAssembler:
         while stack:
             node, path = stack.pop()
             yield node, path
-            below = path + (node.name,) if self._scope_of(node) in STRUCTURAL_SCOPES else path
+            below = (*path, node.name) if self._scope_of(node) in STRUCTURAL_SCOPES else path
             for child_id in trace.children.get(node.span_id, ()):
                 child = trace.nodes.get(child_id)
                 if child is not None and child_id not in seen:

@@ -7,7 +7,10 @@ and what is allowed, rather than somewhere inside the exporter thread.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import itertools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -38,14 +41,16 @@ class AdaptiveConfig:
     agent_id: str | None = None
     """Agent id for runs whose root is not an agent span (else ``service.name``)."""
     run_root: RunRootPolicy = "agent_or_root"
-    """``agent_or_root``: a trace with no agent span is one run; ``agent``: only agent spans root runs."""
+    """``agent_or_root``: a trace with no agent span is one run; ``agent``: only agent spans
+    start runs."""
     name_heuristics: bool = True
     """Classify spans by name when no known attribute says what they are."""
     learners: tuple[str, ...] = _KNOWN_LEARNERS
     """Learners to run on completed runs, by name."""
 
     max_queue_size: int = 8192
-    """Span events (a span is a start and an end) buffered for the exporter; more are dropped and counted."""
+    """Span events (a span is a start and an end) buffered for the exporter; more are
+    dropped and counted."""
     max_export_batch_size: int = 512
     """Events the exporter takes per batch; reaching it wakes the exporter early."""
     schedule_delay_millis: int = 1000
@@ -77,7 +82,8 @@ class AdaptiveConfig:
     """Latency sensitivity is reported on 1..scale."""
 
     hint_body_path: str | None = "nvext.agent_hints"
-    """Dotted path where ``inject_hints`` writes hints into a request body (None: not into the body)."""
+    """Dotted path where ``inject_hints`` writes hints into a request body (unset: not
+    into the body)."""
     hint_header: str | None = None
     """Header where ``inject_hints`` writes hints as JSON (None: no header)."""
 
@@ -98,11 +104,13 @@ class AdaptiveConfig:
     redis_ssl_keyfile: str | None = None
     """Client key for ``rediss://`` mutual TLS."""
     refresh_interval_seconds: float = 5.0
-    """How often learned state is re-read from the store so other processes' learning reaches the hints."""
+    """How often learned state is re-read from the store, so that what other processes
+    learned reaches this process's hints."""
     retry_buffer_runs: int = 10000
     """Completed runs held while the store is unreachable; the oldest are dropped beyond it."""
     on_bad_data: BadDataPolicy = "ignore"
-    """What to do with stored data that cannot be decoded: ``ignore`` (skip) or ``replace`` (overwrite)."""
+    """What to do with stored data that cannot be decoded: ``ignore`` (skip it) or
+    ``replace`` (overwrite it on the next write)."""
 
     def __post_init__(self) -> None:
         for spec in _SPECS:
@@ -340,13 +348,10 @@ def documented_settings() -> list[tuple[str, str, str, str]]:
 
 def _field_docs() -> dict[str, str]:
     """Field docstrings (the string literal under each field) from the source."""
-    import ast
-    import inspect
-
     tree = ast.parse(inspect.getsource(AdaptiveConfig))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
-    for node, following in zip(body, body[1:]):
+    for node, following in itertools.pairwise(body):
         if (
             isinstance(node, ast.AnnAssign)
             and isinstance(node.target, ast.Name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,7 +152,7 @@ class HintService:
         chain.reverse()
         return chain
 
-    def _agent_name(self, chain: list[ReadableSpan], scopes: list[str], root: int) -> str:
+    def _agent_name(self, chain: list[ReadableSpan], scopes: Sequence[str], root: int) -> str:
         for i in range(root, len(chain)):
             if scopes[i] == "agent":
                 named = conventions.agent_name(chain[i].attributes)

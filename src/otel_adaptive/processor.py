@@ -25,7 +25,7 @@ from otel_adaptive.cache import PlanCache
 from otel_adaptive.config import AdaptiveConfig
 from otel_adaptive.exporter import FLUSH, SPAN_ENDED, SPAN_STARTED, Exporter, FlushRequest
 from otel_adaptive.hints import AgentHints, HintService, _activate, _deactivate
-from otel_adaptive.learners import build_learners
+from otel_adaptive.learners import build_learners, learner_options
 from otel_adaptive.store.base import Store
 from otel_adaptive.store.factory import create_store
 
@@ -58,7 +58,7 @@ class AdaptiveSpanProcessor(SpanProcessor):
         if overrides:
             config = config.replace(**overrides)
         self._config = config
-        learners = build_learners(config.learners)
+        learners = build_learners(config.learners, learner_options(config))
         self._learners = learners
         self._store = store if store is not None else create_store(config, learners)
         self._cache = PlanCache()

@@ -1,0 +1,265 @@
+"""The run assembler against hostile span streams (property-based) and edge cases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanContext, TraceFlags
+
+from otel_adaptive.assembler import RunAssembler
+from otel_adaptive.config import AdaptiveConfig
+
+TRACE = 0xABC
+RESOURCE = Resource.create({"service.name": "prop"})
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _ctx(span_id: int, remote: bool = False, trace_id: int = TRACE) -> SpanContext:
+    return SpanContext(trace_id, span_id, is_remote=remote, trace_flags=TraceFlags(1))
+
+
+def _span(
+    span_id: int,
+    parent: int | None,
+    name: str = "s",
+    attributes: dict[str, Any] | None = None,
+    start: int = 0,
+    end: int | None = None,
+    remote_parent: bool = False,
+    trace_id: int = TRACE,
+) -> ReadableSpan:
+    return ReadableSpan(
+        name=name,
+        context=_ctx(span_id, trace_id=trace_id),
+        parent=None if parent is None else _ctx(parent, remote_parent, trace_id),
+        attributes=attributes or {},
+        start_time=start,
+        end_time=end,
+        resource=RESOURCE,
+    )
+
+
+ODD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.binary(max_size=8),
+    st.lists(st.integers(), max_size=3),
+    st.tuples(st.text(max_size=3), st.floats()),
+)
+KEYS = st.sampled_from(
+    [
+        "gen_ai.operation.name",
+        "openinference.span.kind",
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.input_tokens",
+        "llm.token_count.completion",
+        "gen_ai.agent.name",
+        "gen_ai.tool.name",
+        "traceloop.span.kind",
+        "gen_ai.output.messages",
+        "adaptive.scope.type",
+        "random.key",
+    ]
+)
+KIND_ATTRS = st.sampled_from(
+    [
+        {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "a"},
+        {"gen_ai.operation.name": "chat", "gen_ai.usage.output_tokens": 5},
+        {"gen_ai.operation.name": "execute_tool"},
+        {"openinference.span.kind": "CHAIN"},
+        {"openinference.span.kind": "LLM"},
+        {},
+    ]
+)
+
+
+@st.composite
+def span_streams(draw: st.DrawFn) -> list[tuple[str, ReadableSpan]]:
+    """Spans with ids from a small pool (duplicates), random parents (missing,
+    remote, cycles), odd attributes, and starts/ends dropped or in any order."""
+    count = draw(st.integers(min_value=1, max_value=25))
+    ids = st.integers(min_value=1, max_value=30)
+    events: list[tuple[str, ReadableSpan]] = []
+    for _ in range(count):
+        span_id = draw(ids)
+        parent = draw(st.one_of(st.none(), ids))
+        attrs = dict(draw(KIND_ATTRS))
+        attrs.update(draw(st.dictionaries(KEYS, ODD_VALUES, max_size=3)))
+        start = draw(st.integers(min_value=0, max_value=10**6))
+        end = start + draw(st.integers(min_value=-10, max_value=10**6))
+        trace_id = draw(st.sampled_from([TRACE, TRACE + 1]))
+        remote = draw(st.booleans())
+        live = _span(span_id, parent, "s", {}, start, None, remote, trace_id)
+        done = _span(
+            span_id, parent, draw(st.text(max_size=5)), attrs, start, end, remote, trace_id
+        )
+        if draw(st.integers(0, 9)) > 0:  # now and then a start is lost
+            events.append(("start", live))
+        if draw(st.integers(0, 9)) > 0:  # ... or a span never ends
+            events.append(("end", done))
+    return draw(st.permutations(events))
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(stream=span_streams(), policy=st.sampled_from(["agent_or_root", "agent"]))
+def test_any_span_stream_is_survived_with_bounded_state(
+    stream: list[tuple[str, ReadableSpan]], policy: str
+) -> None:
+    clock = _Clock()
+    config = AdaptiveConfig(run_root=policy, max_calls_per_run=8, run_timeout_seconds=1.0)  # type: ignore[arg-type]
+    assembler = RunAssembler(config, clock=clock)
+    for kind, span in stream:
+        if kind == "start":
+            assembler.span_started(span)
+        else:
+            assembler.span_ended(span)
+    runs = assembler.take_completed()
+    # A span is one call of a run (ids may be reused later; the run id then repeats
+    # too, so a store keeps one copy); calls are LLM or tool calls in start order.
+    for run in runs:
+        assert len(run.calls) <= 8
+        assert len({call.span_id for call in run.calls}) == len(run.calls)
+        assert all(call.kind in ("llm", "tool") for call in run.calls)
+        assert list(run.calls) == sorted(run.calls, key=lambda c: (c.start_ns, c.end_ns))
+    assert assembler.counters.runs_completed == len(runs)
+    # Whatever was left open is evicted once idle: memory returns to zero.
+    clock.now += 2.0
+    assembler.evict_idle()
+    assert assembler.open_traces == 0
+
+
+def test_parent_cycle_does_not_hang() -> None:
+    assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
+    a = _span(1, 2, "a", {"gen_ai.operation.name": "invoke_agent"}, 0, 10)
+    b = _span(2, 1, "b", {"gen_ai.operation.name": "invoke_agent"}, 0, 10)
+    for s in (a, b):
+        assembler.span_started(s)
+    assembler.span_ended(a)
+    assembler.span_ended(b)
+    assembler.take_completed()  # no hang, no exception is the assertion
+
+
+def test_self_parented_span_is_a_local_root() -> None:
+    assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
+    span = _span(5, 5, "loop", {"gen_ai.operation.name": "chat"}, 0, 10)
+    assembler.span_started(span)
+    assembler.span_ended(span)
+    assert assembler.open_traces == 0
+
+
+def test_remote_parent_local_root_makes_a_run_but_an_unknown_local_parent_does_not() -> None:
+    assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
+    remote = _span(1, 99, "server", {}, 0, 10, remote_parent=True)
+    call = _span(2, 1, "chat m", {"gen_ai.operation.name": "chat"}, 1, 5)
+    for s in (remote, call):
+        assembler.span_started(s)
+    assembler.span_ended(call)
+    assembler.span_ended(remote)
+    [run] = assembler.take_completed()
+    assert run.agent_id == "prop"
+    assert [c.name for c in run.calls] == ["chat m"]
+
+
+def test_span_with_unknown_local_parent_waits_for_it_then_is_evicted() -> None:
+    clock = _Clock()
+    assembler = RunAssembler(AdaptiveConfig(run_timeout_seconds=1.0), clock=clock)
+    lost = _span(3, 77, "orphan", {"gen_ai.operation.name": "chat"}, 0, 10)
+    assembler.span_ended(lost)
+    assert assembler.take_completed() == []
+    assert assembler.open_traces == 1
+    clock.now += 2.0
+    assembler.evict_idle()
+    assert assembler.open_traces == 0
+    assert assembler.counters.runs_evicted == 1
+
+
+def test_child_ending_after_its_run_is_counted_late() -> None:
+    assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
+    root = _span(1, None, "agent", {"gen_ai.operation.name": "invoke_agent"}, 0, 10)
+    stream = _span(2, 1, "chat m", {"gen_ai.operation.name": "chat"}, 1, 50)
+    assembler.span_started(root)
+    assembler.span_started(stream)
+    assembler.span_ended(root)
+    [run] = assembler.take_completed()
+    assert run.calls == ()
+    assembler.span_ended(stream)
+    assert assembler.counters.late_spans == 1
+    assert assembler.open_traces == 0
+
+
+def test_end_without_start_is_still_assembled() -> None:
+    assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
+    root = _span(
+        1, None, "agent", {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "x"}, 0, 10
+    )
+    call = _span(2, 1, "chat m", {"gen_ai.operation.name": "chat"}, 1, 5)
+    assembler.span_ended(call)
+    assembler.span_ended(root)
+    [run] = assembler.take_completed()
+    assert (run.agent_id, len(run.calls)) == ("x", 1)
+
+
+def test_duplicate_span_ids_are_counted_not_merged() -> None:
+    assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
+    root = _span(1, None, "agent", {"gen_ai.operation.name": "invoke_agent"}, 0, 10)
+    call = _span(2, 1, "chat m", {"gen_ai.operation.name": "chat"}, 1, 5)
+    assembler.span_started(root)
+    assembler.span_started(call)
+    assembler.span_started(call)
+    assembler.span_ended(call)
+    assembler.span_ended(call)
+    assembler.span_ended(root)
+    [run] = assembler.take_completed()
+    assert len(run.calls) == 1
+    assert assembler.counters.duplicate_spans == 2
+
+
+def test_open_traces_are_capped() -> None:
+    assembler = RunAssembler(AdaptiveConfig(max_open_traces=3), clock=_Clock())
+    for trace_id in range(1, 11):
+        assembler.span_started(_span(1, None, "agent", {}, 0, None, trace_id=trace_id))
+    assert assembler.open_traces == 3
+    assert assembler.counters.traces_evicted_capacity == 7
+    assert len(assembler.take_evicted_span_ids()) == 7
+
+
+def test_nested_agent_is_part_of_the_outer_run() -> None:
+    assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
+    outer = _span(
+        1,
+        None,
+        "outer",
+        {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "boss"},
+        0,
+        100,
+    )
+    inner = _span(
+        2,
+        1,
+        "inner",
+        {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "helper"},
+        1,
+        50,
+    )
+    call = _span(3, 2, "chat m", {"gen_ai.operation.name": "chat"}, 2, 40)
+    for s in (outer, inner, call):
+        assembler.span_started(s)
+    for s in (call, inner, outer):
+        assembler.span_ended(s)
+    [run] = assembler.take_completed()
+    assert run.agent_id == "boss"
+    assert run.calls[0].path == ("outer", "inner")
