@@ -61,11 +61,15 @@ def run_agent(pool: ThreadPoolExecutor) -> list[dict[str, Any]]:
     ):
         with tracer.start_as_current_span("plan", attributes={"openinference.span.kind": "CHAIN"}):
             bodies.append(fake_llm("plan the research", output_tokens=60))
-        with tracer.start_as_current_span("gather", attributes={"openinference.span.kind": "CHAIN"}):
+        with tracer.start_as_current_span(
+            "gather", attributes={"openinference.span.kind": "CHAIN"}
+        ):
             # Tools run in parallel threads; each carries the current context along.
             futures = [pool.submit(contextvars.copy_context().run, tool, name) for name in TOOLS]
             [f.result() for f in futures]
-        with tracer.start_as_current_span("answer", attributes={"openinference.span.kind": "CHAIN"}):
+        with tracer.start_as_current_span(
+            "answer", attributes={"openinference.span.kind": "CHAIN"}
+        ):
             bodies.append(fake_llm("write the answer", output_tokens=400))
     return bodies
 
@@ -89,11 +93,15 @@ def main() -> None:
     for call in last.calls:
         duration_ms = (call.end_ns - call.start_ns) / 1e6
         tokens = "" if call.output_tokens is None else f", {call.output_tokens} output tokens"
-        print(f"  {call.kind:4} {call.name:22} {'/'.join(call.path):20} {duration_ms:5.1f} ms{tokens}")
+        print(
+            f"  {call.kind:4} {call.name:22} {'/'.join(call.path):20} {duration_ms:5.1f} ms{tokens}"
+        )
     plan = processor.store.load_plan(AGENT)
     for group in plan.groups:
-        print(f"parallel group {group.group_id}: {', '.join(group.tool_names)} "
-              f"(seen in {group.support} of {plan.runs_observed} runs)")
+        print(
+            f"parallel group {group.group_id}: {', '.join(group.tool_names)} "
+            f"(seen in {group.support} of {plan.runs_observed} runs)"
+        )
     provider.shutdown()
 
 

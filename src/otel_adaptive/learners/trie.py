@@ -1,0 +1,758 @@
+"""The prediction trie: per scope path and call index, what the next LLM call looks like.
+
+For every completed run the learner walks its LLM calls in start order and, at
+every node on the call's scope path (the root and each prefix of the path),
+accumulates four metrics twice: once for the call's index under its parent span
+and once over all indices. The accumulated values are :class:`NodeStats`, one
+per (path prefix, bucket) field, so stores merge only the fields a batch
+touched. :class:`TrieView` turns a full field set back into the trie that hints
+and the JSON wire format (design §5.1) are served from.
+
+Caps, and where they are enforced:
+
+* call indexes above ``max_call_index`` feed only the any-index bucket (learn);
+* paths are cut to :data:`MAX_PATH_DEPTH` names (learn and view);
+* within one batch a node admits at most ``max_children`` distinct child names;
+  a call whose path would add one more is learned down to that node only
+  (learn, see ``_BatchWidthGuard``). Across batches the stored state may hold
+  more, so the view keeps the ``max_children`` busiest children of each node
+  (by any-index sample count, ties by name). A store-side cap would plug in
+  where deltas are merged; the learner cannot see stored state.
+* name lengths are capped upstream, by the assembler.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Final, Literal, TypeAlias
+
+import msgspec
+
+from otel_adaptive.learners.base import Fields, Learner, Mergeable
+from otel_adaptive.records import CallRecord, RunRecord
+from otel_adaptive.stats import RunningStats
+
+#: Version string of the trie JSON envelope.
+ENVELOPE_VERSION: Final = "1.0"
+
+#: Deepest scope path the trie learns and serves (root excluded).
+MAX_PATH_DEPTH: Final = 16
+
+#: The bucket that accumulates calls of every index.
+ANY_INDEX: Final = "*"
+
+#: A field's bucket: a 1-based call index, or ``"*"`` for all indices.
+Bucket: TypeAlias = int | Literal["*"]
+
+_NODE_STATS_VERSION = 1
+_NS_PER_MS = 1_000_000
+_WEIGHT_CRITICAL = 0.5
+_WEIGHT_FANOUT = 0.3
+_WEIGHT_POSITION = 0.2
+
+_KEY_DECODER = msgspec.json.Decoder(tuple[list[str], int | Literal["*"]])
+_JSON_ENCODER = msgspec.json.Encoder()
+_MSGPACK_ENCODER = msgspec.msgpack.Encoder()
+_NODE_DECODER = msgspec.msgpack.Decoder(tuple[bytes, bytes, bytes, bytes])
+
+
+# --- field keys -----------------------------------------------------------
+
+
+def encode_field_key(path: Sequence[str], bucket: Bucket) -> str:
+    """The storage key of one (path prefix, bucket) field.
+
+    It is the compact JSON of ``[names, bucket]``, so any character in a name
+    round-trips and no two (path, bucket) pairs share a key.
+    """
+    if bucket != ANY_INDEX and not (
+        isinstance(bucket, int) and not isinstance(bucket, bool) and bucket >= 1
+    ):
+        raise ValueError(f"bucket must be a positive int or {ANY_INDEX!r}, got {bucket!r}")
+    return _JSON_ENCODER.encode([list(path), bucket]).decode()
+
+
+def decode_field_key(key: str) -> tuple[tuple[str, ...], Bucket]:
+    """Inverse of :func:`encode_field_key`; raises ``ValueError`` on foreign keys."""
+    try:
+        names, bucket = _KEY_DECODER.decode(key)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not a trie field key: {key!r}") from exc
+    if isinstance(bucket, int) and bucket < 1:
+        raise ValueError(f"not a trie field key (call index < 1): {key!r}")
+    path = tuple(names)
+    # Only the canonical spelling is accepted, so one field never has two keys.
+    if encode_field_key(path, bucket) != key:
+        raise ValueError(f"not a canonical trie field key: {key!r}")
+    return path, bucket
+
+
+# --- learned values -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStats:
+    """What one trie node learned for one bucket: four mergeable metrics."""
+
+    remaining_calls: RunningStats
+    interarrival_ms: RunningStats
+    output_tokens: RunningStats
+    sensitivity: RunningStats
+
+    @classmethod
+    def empty(cls) -> NodeStats:
+        blank = RunningStats.empty()
+        return cls(blank, blank, blank, blank)
+
+    def merge(self, other: NodeStats) -> NodeStats:
+        return NodeStats(
+            self.remaining_calls.merge(other.remaining_calls),
+            self.interarrival_ms.merge(other.interarrival_ms),
+            self.output_tokens.merge(other.output_tokens),
+            self.sensitivity.merge(other.sensitivity),
+        )
+
+    def to_bytes(self) -> bytes:
+        parts = (
+            self.remaining_calls.to_bytes(),
+            self.interarrival_ms.to_bytes(),
+            self.output_tokens.to_bytes(),
+            self.sensitivity.to_bytes(),
+        )
+        return bytes((_NODE_STATS_VERSION,)) + _MSGPACK_ENCODER.encode(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> NodeStats:
+        """Decode :meth:`to_bytes` output; raises ``ValueError`` on anything else."""
+        if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) < 2:
+            raise ValueError("trie node stats: expected non-empty bytes")
+        raw = bytes(data)
+        if raw[0] != _NODE_STATS_VERSION:
+            raise ValueError(f"trie node stats: unsupported format version {raw[0]}")
+        try:
+            parts = _NODE_DECODER.decode(raw[1:])
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"trie node stats: {exc}") from exc
+        remaining, interarrival, tokens, sensitivity = (RunningStats.from_bytes(p) for p in parts)
+        return cls(remaining, interarrival, tokens, sensitivity)
+
+
+class _NodeBuilder:
+    """The raw values of one field while a batch is learned.
+
+    Summarising each list once at the end (``RunningStats.of``) is several
+    times faster than updating four summaries per call.
+    """
+
+    __slots__ = ("interarrival_ms", "output_tokens", "remaining_calls", "sensitivity")
+
+    def __init__(self) -> None:
+        self.remaining_calls: list[float] = []
+        self.interarrival_ms: list[float] = []
+        self.output_tokens: list[float] = []
+        self.sensitivity: list[float] = []
+
+    def add(self, sample: _CallSample) -> None:
+        self.remaining_calls.append(sample.remaining_calls)
+        self.output_tokens.append(sample.output_tokens)
+        if sample.interarrival_ms is not None:
+            self.interarrival_ms.append(sample.interarrival_ms)
+        if sample.sensitivity is not None:
+            self.sensitivity.append(sample.sensitivity)
+
+    def build(self) -> NodeStats:
+        return NodeStats(
+            RunningStats.of(self.remaining_calls),
+            RunningStats.of(self.interarrival_ms),
+            RunningStats.of(self.output_tokens),
+            RunningStats.of(self.sensitivity),
+        )
+
+
+# --- per-run extraction (design §5.1) -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _CallSample:
+    call_index: int
+    remaining_calls: float
+    interarrival_ms: float | None
+    output_tokens: float
+    sensitivity: float | None
+
+
+def _call_samples(
+    run: RunRecord, calls: Sequence[CallRecord], sensitivity: bool, parallel_weight: float
+) -> list[_CallSample]:
+    """One sample per LLM call of ``run``; ``calls`` are its LLM calls in start order."""
+    scores = (
+        latency_sensitivity_scores(run, calls, parallel_weight)
+        if sensitivity
+        else [None] * len(calls)
+    )
+    per_parent: dict[str | None, int] = {}
+    samples: list[_CallSample] = []
+    last = len(calls) - 1
+    for position, call in enumerate(calls):
+        call_index = per_parent.get(call.parent_span_id, 0) + 1
+        per_parent[call.parent_span_id] = call_index
+        interarrival = None
+        if position < last:
+            # Overlapping calls would give a negative gap: no wait before the next call.
+            gap_ns = calls[position + 1].start_ns - call.end_ns
+            interarrival = max(gap_ns, 0) / _NS_PER_MS
+        samples.append(
+            _CallSample(
+                call_index=call_index,
+                remaining_calls=float(last - position),
+                interarrival_ms=interarrival,
+                output_tokens=float(call.output_tokens or 0),
+                sensitivity=scores[position],
+            )
+        )
+    return samples
+
+
+def logical_steps(calls: Sequence[CallRecord]) -> list[int]:
+    """The 0-based logical step of each call (calls in start order).
+
+    Calls whose ``[start, end)`` intervals overlap, directly or through a chain
+    of overlaps, share a step; a call starting exactly when the step's last
+    call ends starts a new step. Nanosecond precision, no rounding.
+    """
+    steps: list[int] = []
+    step = -1
+    step_end = 0
+    for call in calls:
+        if step < 0 or call.start_ns >= step_end:
+            step += 1
+            step_end = call.end_ns
+        else:
+            step_end = max(step_end, call.end_ns)
+        steps.append(step)
+    return steps
+
+
+def latency_sensitivity_scores(
+    run: RunRecord, calls: Sequence[CallRecord], parallel_weight: float = 0.0
+) -> list[float]:
+    """Per-call sensitivity in [0, 1] (design §5.1), min-max normalised over the run.
+
+    ``slack`` of a call in a step of ``g > 1`` calls is how much shorter it is
+    than the step's longest call: ``1 - duration / longest_duration`` (0 for the
+    longest call, and 0 when every call in the step has zero duration). A call
+    alone in its step has no sibling to wait for: slack 0, so parallel 0.
+    """
+    if not calls:
+        return []
+    steps = logical_steps(calls)
+    step_count = steps[-1] + 1
+    durations = [max(call.end_ns - call.start_ns, 0) for call in calls]
+    step_sizes = [0] * step_count
+    step_longest = [0] * step_count
+    for step, duration in zip(steps, durations, strict=True):
+        step_sizes[step] += 1
+        step_longest[step] = max(step_longest[step], duration)
+    run_duration = run.end_ns - run.start_ns
+    raw: list[float] = []
+    for step, duration in zip(steps, durations, strict=True):
+        critical = min(duration / run_duration, 1.0) if run_duration > 0 else 1.0
+        if step_count > 1:
+            fanout = (step_count - 1 - step) / (step_count - 1)
+            relative = step / (step_count - 1)
+            position = max(1.0 - relative, relative)
+        else:
+            fanout = 0.0
+            position = 1.0
+        size = step_sizes[step]
+        parallel = 0.0
+        if size > 1:
+            longest = step_longest[step]
+            slack = 1.0 - duration / longest if longest > 0 else 0.0
+            parallel = (slack + (size - 1) / size) / 2.0
+        raw.append(
+            _WEIGHT_CRITICAL * critical
+            + _WEIGHT_FANOUT * fanout
+            + _WEIGHT_POSITION * position
+            - parallel_weight * parallel
+        )
+    low, high = min(raw), max(raw)
+    spread = high - low
+    if spread > 0:
+        return [(value - low) / spread for value in raw]
+    return [0.5] * len(raw)
+
+
+class _BatchWidthGuard:
+    """Admits at most ``max_children`` distinct child names per node in one batch."""
+
+    __slots__ = ("_children", "_max_children")
+
+    def __init__(self, max_children: int) -> None:
+        self._max_children = max_children
+        self._children: dict[tuple[str, ...], set[str]] = {}
+
+    def prefixes(self, path: Sequence[str]) -> list[tuple[str, ...]]:
+        """The node prefixes a call on ``path`` feeds: the root, then each admitted level."""
+        names = tuple(path[:MAX_PATH_DEPTH])
+        prefixes: list[tuple[str, ...]] = [()]
+        for depth, name in enumerate(names):
+            parent = names[:depth]
+            seen = self._children.setdefault(parent, set())
+            if name not in seen:
+                if len(seen) >= self._max_children:
+                    break
+                seen.add(name)
+            prefixes.append(names[: depth + 1])
+        return prefixes
+
+
+# --- the view -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSummary:
+    """One metric of a prediction, as in the wire format's ``m`` object."""
+
+    sample_count: int
+    mean: float
+    p50: float
+    p90: float
+    p95: float
+
+    @classmethod
+    def of(cls, stats: RunningStats) -> MetricSummary:
+        summary = stats.summary()
+        return cls(
+            summary["sample_count"],
+            summary["mean"],
+            summary["p50"],
+            summary["p90"],
+            summary["p95"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sample_count": self.sample_count,
+            "mean": self.mean,
+            "p50": self.p50,
+            "p90": self.p90,
+            "p95": self.p95,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """What the trie predicts for an LLM call at one node and bucket."""
+
+    remaining_calls: MetricSummary
+    interarrival_ms: MetricSummary
+    output_tokens: MetricSummary
+    latency_sensitivity: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "remaining_calls": self.remaining_calls.to_dict(),
+            "interarrival_ms": self.interarrival_ms.to_dict(),
+            "output_tokens": self.output_tokens.to_dict(),
+            "latency_sensitivity": self.latency_sensitivity,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TrieMatch:
+    """A lookup's answer and the depth of the node that gave it (0 = root)."""
+
+    prediction: Prediction
+    depth: int
+
+
+def sensitivity_level(mean_sensitivity: float, scale: int) -> int:
+    """``clamp(round(mean * (scale - 1)) + 1, 1, scale)`` with halves rounded up.
+
+    Half-up (like Rust's ``f64::round`` on these non-negative values), not
+    Python's round-half-to-even: a mean of 0.625 on scale 5 gives level 4, not 3.
+    """
+    scaled = mean_sensitivity * (scale - 1)
+    level = math.floor(scaled)
+    if scaled - level >= 0.5:
+        level += 1
+    return min(max(level + 1, 1), scale)
+
+
+def _predict(stats: NodeStats, scale: int) -> Prediction | None:
+    if stats.remaining_calls.count == 0:
+        return None
+    level = None
+    if stats.sensitivity.count:
+        level = sensitivity_level(stats.sensitivity.mean, scale)
+    return Prediction(
+        remaining_calls=MetricSummary.of(stats.remaining_calls),
+        interarrival_ms=MetricSummary.of(stats.interarrival_ms),
+        output_tokens=MetricSummary.of(stats.output_tokens),
+        latency_sensitivity=level,
+    )
+
+
+class _ViewNode:
+    __slots__ = ("any_index", "by_index", "children", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.children: dict[str, _ViewNode] = {}
+        self.by_index: dict[int, TrieMatch] = {}
+        self.any_index: TrieMatch | None = None
+
+    def weight(self) -> int:
+        if self.any_index is not None:
+            return self.any_index.prediction.remaining_calls.sample_count
+        return sum(m.prediction.remaining_calls.sample_count for m in self.by_index.values())
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "children": {name: child.to_wire() for name, child in self.children.items()},
+            "predictions_by_call_index": {
+                str(index): self.by_index[index].prediction.to_dict()
+                for index in sorted(self.by_index)
+            },
+            "predictions_any_index": (
+                self.any_index.prediction.to_dict() if self.any_index is not None else None
+            ),
+        }
+
+
+class TrieView:
+    """An immutable, lookup-ready trie for one agent."""
+
+    __slots__ = ("_agent_id", "_root")
+
+    def __init__(self, agent_id: str, root: _ViewNode) -> None:
+        # Built by PredictionTrieLearner.view; never mutated afterwards.
+        self._agent_id = agent_id
+        self._root = root
+
+    @property
+    def agent_id(self) -> str:
+        return self._agent_id
+
+    @property
+    def is_empty(self) -> bool:
+        """True when no LLM call has been learned."""
+        root = self._root
+        return root.any_index is None and not root.by_index and not root.children
+
+    def match(self, path: Sequence[str], call_index: int) -> TrieMatch | None:
+        """The deepest node on ``path`` with a prediction, preferring ``call_index``.
+
+        At each node from the root along ``path`` the exact call-index
+        prediction wins over the any-index one; the deepest node that had
+        either answers. None when no node on the path had one.
+        """
+        node = self._root
+        best = node.by_index.get(call_index)
+        if best is None:
+            best = node.any_index
+        for name in path:
+            child = node.children.get(name)
+            if child is None:
+                break
+            node = child
+            found = node.by_index.get(call_index)
+            if found is None:
+                found = node.any_index
+            if found is not None:
+                best = found
+        return best
+
+    def lookup(self, path: Sequence[str], call_index: int) -> Prediction | None:
+        """Like :meth:`match`, without the depth."""
+        found = self.match(path, call_index)
+        return found.prediction if found is not None else None
+
+    def root_any(self) -> Prediction | None:
+        """The root's any-index prediction (the fallback for hints)."""
+        found = self._root.any_index
+        return found.prediction if found is not None else None
+
+    def envelope(self, generated_at: datetime | None = None) -> dict[str, Any]:
+        """The trie in the design §5.1 JSON wire format.
+
+        A naive ``generated_at`` is taken as UTC; default: now.
+        """
+        moment = generated_at if generated_at is not None else datetime.now(timezone.utc)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return {
+            "version": ENVELOPE_VERSION,
+            "generated_at": moment.isoformat(),
+            "workflow_name": self._agent_id,
+            "root": self._root.to_wire(),
+        }
+
+
+# --- the learner ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedField:
+    value: Mergeable
+    path: tuple[str, ...]
+    bucket: Bucket
+    prediction: Prediction | None
+
+
+class PredictionTrieLearner(Learner):
+    """Learns the prediction trie (design §5.1) from completed runs."""
+
+    name: ClassVar[str] = "trie"
+
+    def __init__(
+        self,
+        *,
+        sensitivity: bool = True,
+        parallel_weight: float = 0.0,
+        scale: int = 5,
+        max_call_index: int = 32,
+        max_children: int = 256,
+    ) -> None:
+        if not math.isfinite(parallel_weight):
+            raise ValueError(f"parallel_weight must be finite, got {parallel_weight!r}")
+        for label, value, lowest in (
+            ("scale", scale, 2),
+            ("max_call_index", max_call_index, 1),
+            ("max_children", max_children, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+                raise ValueError(f"{label} must be an int >= {lowest}, got {value!r}")
+        self._sensitivity = sensitivity
+        self._parallel_weight = float(parallel_weight)
+        self._scale = scale
+        self._max_call_index = max_call_index
+        self._max_children = max_children
+        # Per agent: field key -> decoded key and prediction, reused while the
+        # stored value is the very same object (views are rebuilt every batch).
+        self._field_cache: dict[str, dict[str, _CachedField]] = {}
+
+    @property
+    def scale(self) -> int:
+        return self._scale
+
+    def learn(self, runs: Sequence[RunRecord]) -> dict[str, dict[str, Mergeable]]:
+        builders: dict[str, dict[tuple[tuple[str, ...], Bucket], _NodeBuilder]] = {}
+        guards: dict[str, _BatchWidthGuard] = {}
+        for run in runs:
+            calls = run.llm_calls()
+            if not calls:
+                continue
+            nodes = builders.setdefault(run.agent_id, {})
+            guard = guards.get(run.agent_id)
+            if guard is None:
+                guard = guards[run.agent_id] = _BatchWidthGuard(self._max_children)
+            samples = _call_samples(run, calls, self._sensitivity, self._parallel_weight)
+            for call, sample in zip(calls, samples, strict=True):
+                buckets: tuple[Bucket, ...] = (
+                    (sample.call_index, ANY_INDEX)
+                    if sample.call_index <= self._max_call_index
+                    else (ANY_INDEX,)
+                )
+                for prefix in guard.prefixes(call.path):
+                    for bucket in buckets:
+                        node = nodes.get((prefix, bucket))
+                        if node is None:
+                            node = nodes[(prefix, bucket)] = _NodeBuilder()
+                        node.add(sample)
+        return {
+            agent_id: {
+                encode_field_key(prefix, bucket): node.build()
+                for (prefix, bucket), node in nodes.items()
+            }
+            for agent_id, nodes in builders.items()
+        }
+
+    def decode_field(self, key: str, data: bytes) -> NodeStats:
+        decode_field_key(key)
+        return NodeStats.from_bytes(data)
+
+    def view(self, agent_id: str, fields: Fields) -> TrieView:
+        """Build the agent's immutable trie from its full field set.
+
+        Predictions of fields whose value is the very object seen last time are
+        reused. The cache only saves work: entries are checked by identity and
+        each per-agent map is replaced whole, so concurrent callers stay correct.
+        """
+        previous = self._field_cache.get(agent_id, {})
+        current: dict[str, _CachedField] = {}
+        for key, value in fields.items():
+            cached = previous.get(key)
+            if cached is None or cached.value is not value:
+                if not isinstance(value, NodeStats):
+                    raise TypeError(f"trie field {key!r} holds {type(value).__name__}")
+                path, bucket = decode_field_key(key)
+                cached = _CachedField(value, path, bucket, _predict(value, self._scale))
+            current[key] = cached
+        self._field_cache[agent_id] = current
+        return TrieView(agent_id, self._build_tree(current.values()))
+
+    def envelope(
+        self, agent_id: str, fields: Fields, generated_at: datetime | None = None
+    ) -> dict[str, Any] | None:
+        """The agent's trie in the wire format; None when no LLM call was learned."""
+        trie = self.view(agent_id, fields)
+        return None if trie.is_empty else trie.envelope(generated_at)
+
+    def _build_tree(self, entries: Iterable[_CachedField]) -> _ViewNode:
+        root = _ViewNode("root")
+        for entry in entries:
+            if entry.prediction is None or len(entry.path) > MAX_PATH_DEPTH:
+                continue
+            node = root
+            for name in entry.path:
+                child = node.children.get(name)
+                if child is None:
+                    child = node.children[name] = _ViewNode(name)
+                node = child
+            found = TrieMatch(entry.prediction, len(entry.path))
+            if isinstance(entry.bucket, int):
+                node.by_index[entry.bucket] = found
+            else:
+                node.any_index = found
+        self._cap_children(root)
+        return root
+
+    def _cap_children(self, root: _ViewNode) -> None:
+        pending = [root]
+        while pending:
+            node = pending.pop()
+            if len(node.children) > self._max_children:
+                ranked = sorted(node.children.values(), key=lambda c: (-c.weight(), c.name))
+                node.children = {c.name: c for c in ranked[: self._max_children]}
+            pending.extend(node.children.values())
+
+
+# --- wire-format validation -----------------------------------------------
+
+_ENVELOPE_KEYS = frozenset({"version", "generated_at", "workflow_name", "root"})
+_NODE_KEYS = frozenset({"name", "children", "predictions_by_call_index", "predictions_any_index"})
+_PREDICTION_KEYS = ("remaining_calls", "interarrival_ms", "output_tokens", "latency_sensitivity")
+_METRIC_KEYS = ("sample_count", "mean", "p50", "p90", "p95")
+_CALL_INDEX = re.compile(r"[1-9][0-9]*")
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))"
+)
+
+
+def validate_envelope(obj: Any) -> None:
+    """Check ``obj`` against the trie wire format; ``ValueError`` names the first problem."""
+    _check_keys(obj, _ENVELOPE_KEYS, "envelope")
+    if obj["version"] != ENVELOPE_VERSION:
+        raise ValueError(f"envelope.version: expected {ENVELOPE_VERSION!r}, got {obj['version']!r}")
+    _check_timestamp(obj["generated_at"], "envelope.generated_at")
+    if not isinstance(obj["workflow_name"], str):
+        raise ValueError("envelope.workflow_name: expected a string")
+    # Iterative walk: a hostile document must not exhaust the recursion limit.
+    pending: list[tuple[Any, str, str]] = [(obj["root"], "root", "root")]
+    while pending:
+        node, where, expected_name = pending.pop()
+        _check_keys(node, _NODE_KEYS, where)
+        if node["name"] != expected_name:
+            raise ValueError(f"{where}.name: expected {expected_name!r}, got {node['name']!r}")
+        by_index = node["predictions_by_call_index"]
+        if not isinstance(by_index, dict):
+            raise ValueError(f"{where}.predictions_by_call_index: expected an object")
+        for index, prediction in by_index.items():
+            label = f"{where}.predictions_by_call_index[{index!r}]"
+            if not isinstance(index, str) or not _CALL_INDEX.fullmatch(index):
+                raise ValueError(f"{label}: key must be a positive integer in decimal")
+            _check_prediction(prediction, label)
+        any_index = node["predictions_any_index"]
+        if any_index is not None:
+            _check_prediction(any_index, f"{where}.predictions_any_index")
+        children = node["children"]
+        if not isinstance(children, dict):
+            raise ValueError(f"{where}.children: expected an object")
+        for name, child in children.items():
+            if not isinstance(name, str):
+                raise ValueError(f"{where}.children: keys must be strings")
+            pending.append((child, f"{where}.children[{name!r}]", name))
+
+
+def _check_keys(obj: Any, expected: frozenset[str], where: str) -> None:
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected an object, got {type(obj).__name__}")
+    for key in sorted(expected, key=str):
+        if key not in obj:
+            raise ValueError(f"{where}: missing key {key!r}")
+    for key in obj:
+        if key not in expected:
+            raise ValueError(f"{where}: unexpected key {key!r}")
+
+
+def _check_prediction(prediction: Any, where: str) -> None:
+    _check_keys(prediction, frozenset(_PREDICTION_KEYS), where)
+    for metric_name in _PREDICTION_KEYS[:3]:
+        metric = prediction[metric_name]
+        label = f"{where}.{metric_name}"
+        _check_keys(metric, frozenset(_METRIC_KEYS), label)
+        count = metric["sample_count"]
+        if not _is_int(count) or count < 0:
+            raise ValueError(f"{label}.sample_count: expected a non-negative integer")
+        for stat in _METRIC_KEYS[1:]:
+            value = metric[stat]
+            if not _is_number(value):
+                raise ValueError(f"{label}.{stat}: expected a finite number, got {value!r}")
+    level = prediction["latency_sensitivity"]
+    if level is not None and (not _is_int(level) or level < 1):
+        raise ValueError(f"{where}.latency_sensitivity: expected null or an integer >= 1")
+
+
+def _check_timestamp(value: Any, where: str) -> None:
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: expected an RFC 3339 string")
+    found = _RFC3339.fullmatch(value)
+    if found is None:
+        raise ValueError(f"{where}: not an RFC 3339 timestamp: {value!r}")
+    year, month, day, hour, minute, second = (int(found.group(i)) for i in range(1, 7))
+    offset_hours = int(found.group(7) or 0)
+    offset_minutes = int(found.group(8) or 0)
+    try:
+        # RFC 3339 allows a leap second (60); datetime does not.
+        datetime(year, month, day, hour, minute, min(second, 59))
+    except ValueError as exc:
+        raise ValueError(f"{where}: not an RFC 3339 timestamp: {value!r}") from exc
+    if second > 60 or offset_hours > 23 or offset_minutes > 59:
+        raise ValueError(f"{where}: not an RFC 3339 timestamp: {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value)
+
+
+__all__ = [
+    "ANY_INDEX",
+    "ENVELOPE_VERSION",
+    "MAX_PATH_DEPTH",
+    "Bucket",
+    "MetricSummary",
+    "NodeStats",
+    "Prediction",
+    "PredictionTrieLearner",
+    "TrieMatch",
+    "TrieView",
+    "decode_field_key",
+    "encode_field_key",
+    "latency_sensitivity_scores",
+    "logical_steps",
+    "sensitivity_level",
+    "validate_envelope",
+]
