@@ -12,6 +12,7 @@ from opentelemetry.trace import SpanContext, TraceFlags
 
 from otel_adaptive.assembler import RunAssembler
 from otel_adaptive.config import AdaptiveConfig
+from otel_adaptive.records import encode_run
 
 TRACE = 0xABC
 RESOURCE = Resource.create({"service.name": "prop"})
@@ -263,3 +264,17 @@ def test_nested_agent_is_part_of_the_outer_run() -> None:
     [run] = assembler.take_completed()
     assert run.agent_id == "boss"
     assert run.calls[0].path == ("outer", "inner")
+
+
+def test_names_with_lone_surrogates_are_made_encodable() -> None:
+    assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
+    root = _span(1, None, "agent\ud800", {"gen_ai.operation.name": "invoke_agent"}, 0, 10)
+    call = _span(2, 1, "chat\udfff", {"gen_ai.operation.name": "chat"}, 1, 5)
+    for s in (root, call):
+        assembler.span_started(s)
+    for s in (call, root):
+        assembler.span_ended(s)
+    [run] = assembler.take_completed()
+    encode_run(run)  # raises on unencodable text
+    assert run.agent_id == "agent?"
+    assert run.calls[0].path == ("agent?",)

@@ -23,7 +23,13 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_adaptive import conventions
 from otel_adaptive.config import AdaptiveConfig
-from otel_adaptive.records import STRUCTURAL_SCOPES, CallRecord, RunRecord, ScopeType
+from otel_adaptive.records import (
+    STRUCTURAL_SCOPES,
+    CallRecord,
+    RunRecord,
+    ScopeType,
+    clean_name,
+)
 
 _CALL_KINDS = frozenset({"llm", "tool"})
 
@@ -197,8 +203,7 @@ class RunAssembler:
             node.service_name = service if isinstance(service, str) else None
 
     def _cut(self, name: object) -> str:
-        text = name if isinstance(name, str) else str(name)
-        return text[: self._config.max_name_length]
+        return clean_name(name, self._config.max_name_length)
 
     # --- deciding run roots -------------------------------------------------------------------
 

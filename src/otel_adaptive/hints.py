@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from otel_adaptive import conventions
 from otel_adaptive.cache import PlanCache
 from otel_adaptive.config import AdaptiveConfig
-from otel_adaptive.records import STRUCTURAL_SCOPES
+from otel_adaptive.records import STRUCTURAL_SCOPES, clean_name
 
 _logger = logging.getLogger(__name__)
 
@@ -73,9 +73,12 @@ class CallSite:
 class HintService:
     """Resolves call sites from live spans and turns predictions into hints.
 
-    ``live`` maps the span id of every open span to the span; ``llm_done`` maps a
-    parent span id to the LLM calls that ended under it. The processor keeps both
-    on the hot path; this class only reads them.
+    ``live`` maps the span id of every open span to the span; ``ended_under`` maps
+    an open parent's span id to ``[(checked, llm_calls), child, child, ...]``: the
+    children that ended under it, headed by a tally of how many of them were
+    already classified and how many of those were LLM calls. The processor
+    appends on the hot path; classification happens here, once per child, so
+    ``on_end`` never pays for it.
     """
 
     def __init__(
@@ -83,12 +86,12 @@ class HintService:
         config: AdaptiveConfig,
         cache: PlanCache,
         live: Mapping[int, ReadableSpan],
-        llm_done: Mapping[int, list[int]],
+        ended_under: Mapping[int, list[Any]],
     ) -> None:
         self._config = config
         self._cache = cache
         self._live = live
-        self._llm_done = llm_done
+        self._ended_under = ended_under
         self._scale = config.sensitivity_scale
         self._warned: set[str] = set()
 
@@ -122,7 +125,7 @@ class HintService:
             agent_id = self._agent_name(chain, scopes, agent_at)
         limit = self._config.max_name_length
         path = tuple(
-            chain[i].name[:limit]
+            clean_name(chain[i].name, limit)
             for i in range(agent_at, len(chain))
             if scopes[i] in STRUCTURAL_SCOPES
         )
@@ -132,12 +135,27 @@ class HintService:
         manual = [conventions.manual_latency_sensitivity(s.attributes) for s in chain]
         manual_values = [m for m in manual if m is not None]
         return CallSite(
-            agent_id=agent_id[:limit],
+            agent_id=clean_name(agent_id, limit),
             path=path,
-            call_index=len(self._llm_done.get(parent_id, ())) + 1,
+            call_index=self._llm_calls_under(parent_id) + 1,
             parent_span_id=parent_id,
             manual_sensitivity=max(manual_values) if manual_values else None,
         )
+
+    def _llm_calls_under(self, parent_id: int) -> int:
+        ended = self._ended_under.get(parent_id)
+        if ended is None:
+            return 0
+        checked: int
+        llm_calls: int
+        checked, llm_calls = ended[0]
+        children = ended[1:]  # a copy: appends from other threads cannot disturb it
+        heuristics = self._config.name_heuristics
+        for child in children[checked:]:
+            if conventions.is_llm_span(child.attributes, child.name, name_heuristics=heuristics):
+                llm_calls += 1
+        ended[0] = (len(children), llm_calls)  # one assignment: readers see a consistent pair
+        return llm_calls
 
     def _ancestry(self, span: Any) -> list[ReadableSpan]:
         """The span and its open local ancestors, outermost first."""

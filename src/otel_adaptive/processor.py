@@ -3,7 +3,7 @@
 ``on_start``/``on_end`` run on the application's threads inside ``span.start()``
 and ``span.end()``. They append the span to a bounded queue for the exporter
 thread and keep just what hints need *now* — the open spans by id and, per
-parent span, the LLM calls that ended under it. They never do I/O, never wait
+open parent span, the spans that ended under it. They never do I/O, never wait
 for the exporter, take no lock on the normal path, and never raise.
 """
 
@@ -33,6 +33,8 @@ _logger = logging.getLogger(__name__)
 
 #: Open spans tracked for hints, per open trace allowed by the config.
 _LIVE_SPANS_PER_TRACE = 16
+#: Ended children remembered per open parent (enough for any call index the trie keeps).
+_MAX_TRACKED_CHILDREN = 256
 
 
 class AdaptiveSpanProcessor(SpanProcessor):
@@ -74,9 +76,9 @@ class AdaptiveSpanProcessor(SpanProcessor):
         self._shutdown = False
         # Both maps are only touched with single dict operations (atomic under the GIL).
         self._live: dict[int, ReadableSpan] = {}
-        self._llm_done: dict[int, list[int]] = {}
+        self._ended_under: dict[int, list[Any]] = {}
         self._start_pipeline()
-        self.hints = HintService(config, self._cache, self._live, self._llm_done)
+        self.hints = HintService(config, self._cache, self._live, self._ended_under)
         if self._enabled:
             _activate(self.hints)
         if hasattr(os, "register_at_fork"):
@@ -99,7 +101,7 @@ class AdaptiveSpanProcessor(SpanProcessor):
     def _start_pipeline(self) -> None:
         self._queue: deque[tuple[int, Any]] = deque()
         self._live.clear()
-        self._llm_done.clear()
+        self._ended_under.clear()
         self._exporter = Exporter(
             self._config,
             self._queue,
@@ -152,16 +154,16 @@ class AdaptiveSpanProcessor(SpanProcessor):
             span_id = context.span_id
             live = self._live
             live.pop(span_id, None)
-            self._llm_done.pop(span_id, None)
+            self._ended_under.pop(span_id, None)
             parent = span.parent
-            if (
-                parent is not None
-                and parent.span_id in live
-                and conventions.is_llm_span(
-                    span.attributes, span.name, name_heuristics=self._heuristics
-                )
-            ):
-                self._llm_done.setdefault(parent.span_id, []).append(span_id)
+            if parent is not None and parent.span_id in live:
+                # Remember what ended under an open parent; hint lookups count the
+                # LLM calls among them, so no classification happens here.
+                ended = self._ended_under.get(parent.span_id)
+                if ended is None:
+                    self._ended_under[parent.span_id] = [(0, 0), span]
+                elif len(ended) <= _MAX_TRACKED_CHILDREN:
+                    ended.append(span)
             self._enqueue(SPAN_ENDED, span)
         except Exception:
             self._count_hot_error()
@@ -189,7 +191,7 @@ class AdaptiveSpanProcessor(SpanProcessor):
         """Called by the exporter for open spans of evicted runs: they will not end."""
         for span_id in span_ids:
             self._live.pop(span_id, None)
-            self._llm_done.pop(span_id, None)
+            self._ended_under.pop(span_id, None)
 
     # --- hints --------------------------------------------------------------------------------
 

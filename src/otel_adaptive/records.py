@@ -33,6 +33,18 @@ STRUCTURAL_SCOPES: frozenset[str] = frozenset({"agent", "function", "unknown"})
 CallKind = Literal["llm", "tool"]
 
 
+def clean_name(name: object, limit: int) -> str:
+    """A name cut to ``limit`` characters that is always encodable as UTF-8.
+
+    Lone surrogates (possible in Python strings, impossible in UTF-8) become
+    ``?`` so that every stored name survives JSON and Redis.
+    """
+    text = (name if isinstance(name, str) else str(name))[:limit]
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
     """One LLM or tool call inside a run.
 
