@@ -27,6 +27,9 @@ _logger = logging.getLogger(__name__)
 
 #: Ancestors walked at most; deeper trees (or parent cycles) stop here.
 _MAX_DEPTH = 64
+#: Resolved call sites kept; the cache is simply emptied when it is full.
+_MAX_CACHED_SITES = 4096
+_UNSET: Any = object()
 
 _json = msgspec.json.Encoder()
 
@@ -70,6 +73,36 @@ class CallSite:
     manual_sensitivity: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """What hints need to know about one open span, derived from its parent's.
+
+    ``names`` are the structural scope names from the local root down to this
+    span (itself included when structural); ``agent_start`` is where the run's
+    outermost agent begins in them (None: no agent above). Each span is
+    classified once; a child's scope is built from its parent's in O(1).
+    """
+
+    span_id: int
+    kind: str
+    parent: _Scope | None
+    names: tuple[str, ...]
+    agent_start: int | None
+    agent_name: str | None
+    fallback_agent_id: str
+    manual_sensitivity: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """The part of a call site that stays fixed while its parent span is open."""
+
+    agent_id: str
+    path: tuple[str, ...]
+    parent_span_id: int
+    manual_sensitivity: int | None
+
+
 class HintService:
     """Resolves call sites from live spans and turns predictions into hints.
 
@@ -94,52 +127,120 @@ class HintService:
         self._ended_under = ended_under
         self._scale = config.sensitivity_scale
         self._warned: set[str] = set()
+        self._sites: dict[int, list[Any]] = {}
+        # Bumped by set_latency_sensitivity: cached places carry the old value.
+        self._generation = 0
 
     # --- call sites ---------------------------------------------------------------------------
 
     def call_site(self, span: object | None = None) -> CallSite | None:
         """The call site of an LLM call made under ``span`` (default: the current span)."""
-        current = trace.get_current_span() if span is None else span
-        context = getattr(current, "get_span_context", None)
-        if context is None or not current.get_span_context().is_valid:  # type: ignore[attr-defined]
+        entry = self._entry(trace.get_current_span() if span is None else span)
+        place = None if entry is None else entry[2]
+        if place is None:
             return None
-        chain = self._ancestry(current)
-        if not chain:
+        return CallSite(
+            agent_id=place.agent_id,
+            path=place.path,
+            call_index=self._llm_calls_under(place.parent_span_id) + 1,
+            parent_span_id=place.parent_span_id,
+            manual_sensitivity=place.manual_sensitivity,
+        )
+
+    def _entry(self, current: Any) -> list[Any] | None:
+        """``[generation, scope, place, memo]`` for the span, resolved once per open span.
+
+        Where a span sits (agent, path, parent) does not change while it is open;
+        only the call index moves on. ``memo`` is the last answer as one tuple
+        ``(snapshot version, call index, hints)``.
+        """
+        scope = self._scope(current)
+        if scope is None:
             return None
-        heuristics = self._config.name_heuristics
-        scopes = [
-            conventions.classify(s.attributes, s.name, name_heuristics=heuristics) for s in chain
-        ]
+        entry: list[Any] = self._sites[scope.span_id]
+        if entry[2] is _UNSET:
+            entry[2] = self._place(scope)
+        return entry
+
+    def _scope(self, span: Any) -> _Scope | None:
+        """The span's scope, computing (and caching) what its open ancestors lack."""
+        generation = self._generation
+        missing: list[Any] = []
+        base: _Scope | None = None
+        node = span
+        while node is not None and len(missing) < _MAX_DEPTH:
+            context = node.get_span_context()
+            if not context.is_valid:
+                break
+            entry = self._sites.get(context.span_id)
+            if entry is not None and entry[0] == generation:
+                base = entry[1]
+                break
+            missing.append(node)
+            parent = node.parent
+            if parent is None or parent.is_remote:
+                break
+            node = self._live.get(parent.span_id)
+        if len(self._sites) + len(missing) > _MAX_CACHED_SITES:
+            self._sites.clear()
+        for node in reversed(missing):
+            base = self._derive(base, node)
+            self._sites[base.span_id] = [generation, base, _UNSET, None]
+        return base
+
+    def _derive(self, parent: _Scope | None, span: Any) -> _Scope:
+        attributes = span.attributes
+        limit = self._config.max_name_length
+        kind = conventions.classify(
+            attributes, span.name, name_heuristics=self._config.name_heuristics
+        )
+        manual = conventions.manual_latency_sensitivity(attributes)
+        if parent is None:
+            names: tuple[str, ...] = ()
+            agent_start = None
+            agent_name = None
+            fallback = self._fallback_agent_id(span)
+        else:
+            names, agent_start, agent_name = parent.names, parent.agent_start, parent.agent_name
+            fallback = parent.fallback_agent_id
+            if parent.manual_sensitivity is not None:
+                manual = max(manual or 0, parent.manual_sensitivity)
+        if kind == "agent":
+            if agent_start is None:
+                agent_start = len(names)
+            if agent_name is None:
+                agent_name = conventions.agent_name(attributes)
+        if kind in STRUCTURAL_SCOPES:
+            names = (*names, clean_name(span.name, limit))
+        return _Scope(
+            span_id=span.get_span_context().span_id,
+            kind=kind,
+            parent=parent,
+            names=names,
+            agent_start=agent_start,
+            agent_name=agent_name,
+            fallback_agent_id=fallback,
+            manual_sensitivity=manual,
+        )
+
+    def _place(self, scope: _Scope) -> _Place | None:
         # Hand-written code often opens the LLM span first and asks for hints
         # inside it: then the call is that span, and its parent is the call site.
-        if len(chain) > 1 and scopes[-1] == "llm":
-            chain.pop()
-            scopes.pop()
-        agent_at = next((i for i, scope in enumerate(scopes) if scope == "agent"), None)
-        if agent_at is None:
+        if scope.kind == "llm" and scope.parent is not None:
+            scope = scope.parent
+        limit = self._config.max_name_length
+        if scope.agent_start is None:
             if self._config.run_root != "agent_or_root":
                 return None
-            agent_id = self._fallback_agent_id(chain[0])
-            agent_at = 0
+            agent_id, path = scope.fallback_agent_id, scope.names
         else:
-            agent_id = self._agent_name(chain, scopes, agent_at)
-        limit = self._config.max_name_length
-        path = tuple(
-            clean_name(chain[i].name, limit)
-            for i in range(agent_at, len(chain))
-            if scopes[i] in STRUCTURAL_SCOPES
-        )
-        parent = chain[-1]
-        assert parent.context is not None
-        parent_id = parent.context.span_id
-        manual = [conventions.manual_latency_sensitivity(s.attributes) for s in chain]
-        manual_values = [m for m in manual if m is not None]
-        return CallSite(
+            path = scope.names[scope.agent_start :]
+            agent_id = scope.agent_name or path[0]
+        return _Place(
             agent_id=clean_name(agent_id, limit),
             path=path,
-            call_index=self._llm_calls_under(parent_id) + 1,
-            parent_span_id=parent_id,
-            manual_sensitivity=max(manual_values) if manual_values else None,
+            parent_span_id=scope.span_id,
+            manual_sensitivity=scope.manual_sensitivity,
         )
 
     def _llm_calls_under(self, parent_id: int) -> int:
@@ -149,36 +250,15 @@ class HintService:
         checked: int
         llm_calls: int
         checked, llm_calls = ended[0]
-        children = ended[1:]  # a copy: appends from other threads cannot disturb it
+        total = len(ended) - 1  # other threads may append meanwhile: count up to here
         heuristics = self._config.name_heuristics
-        for child in children[checked:]:
+        for child in ended[1 + checked : 1 + total]:
             if conventions.is_llm_span(child.attributes, child.name, name_heuristics=heuristics):
                 llm_calls += 1
-        ended[0] = (len(children), llm_calls)  # one assignment: readers see a consistent pair
+        ended[0] = (total, llm_calls)  # one assignment: readers see a consistent pair
         return llm_calls
 
-    def _ancestry(self, span: Any) -> list[ReadableSpan]:
-        """The span and its open local ancestors, outermost first."""
-        chain: list[ReadableSpan] = []
-        node: ReadableSpan | None = span
-        while node is not None and len(chain) < _MAX_DEPTH:
-            chain.append(node)
-            parent = node.parent
-            if parent is None or parent.is_remote:
-                break
-            node = self._live.get(parent.span_id)
-        chain.reverse()
-        return chain
-
-    def _agent_name(self, chain: list[ReadableSpan], scopes: Sequence[str], root: int) -> str:
-        for i in range(root, len(chain)):
-            if scopes[i] == "agent":
-                named = conventions.agent_name(chain[i].attributes)
-                if named:
-                    return named
-        return chain[root].name
-
-    def _fallback_agent_id(self, top: ReadableSpan) -> str:
+    def _fallback_agent_id(self, top: Any) -> str:
         if self._config.agent_id:
             return self._config.agent_id
         resource = getattr(top, "resource", None)
@@ -189,30 +269,46 @@ class HintService:
 
     def hints_for(self, site: CallSite) -> AgentHints | None:
         """Hints for a resolved call site, or None when nothing was learned for its agent."""
-        plan = self._cache.get(site.agent_id)
+        return self._hints(site.agent_id, site.path, site.call_index, site.manual_sensitivity)
+
+    def _hints(
+        self, agent_id: str, path: tuple[str, ...], call_index: int, manual: int | None
+    ) -> AgentHints | None:
+        plan = self._cache.get(agent_id)
         if plan is None or plan.trie is None:
             return None
-        found = plan.trie.match(site.path, site.call_index)
+        found = plan.trie.match(path, call_index)
         if found is None:
             return None
         prediction = found.prediction
         sensitivity = prediction.latency_sensitivity or 1
-        if site.manual_sensitivity is not None:
-            sensitivity = max(sensitivity, min(site.manual_sensitivity, self._scale))
+        if manual is not None:
+            sensitivity = max(sensitivity, min(manual, self._scale))
         return AgentHints(
             osl=_round_half_up(prediction.output_tokens.p90),
             iat=_round_half_up(prediction.interarrival_ms.mean),
             priority=max(self._scale - sensitivity, 0),
             latency_sensitivity=sensitivity,
-            prefix_id=f"{site.agent_id}-d{found.depth}",
-            total_requests=_round_half_up(prediction.remaining_calls.mean) + site.call_index,
+            prefix_id=f"{agent_id}-d{found.depth}",
+            total_requests=_round_half_up(prediction.remaining_calls.mean) + call_index,
         )
 
     def current_hints(self) -> AgentHints | None:
         """Hints for an LLM call about to be made under the current span."""
         try:
-            site = self.call_site()
-            return None if site is None else self.hints_for(site)
+            entry = self._entry(trace.get_current_span())
+            place = None if entry is None else entry[2]
+            if entry is None or place is None:
+                return None
+            call_index = self._llm_calls_under(place.parent_span_id) + 1
+            version = self._cache.version
+            memo = entry[3]
+            if memo is not None and memo[0] == version and memo[1] == call_index:
+                hints: AgentHints | None = memo[2]
+                return hints
+            hints = self._hints(place.agent_id, place.path, call_index, place.manual_sensitivity)
+            entry[3] = (version, call_index, hints)  # one assignment: a consistent memo
+            return hints
         except Exception:  # the application must never see our failure
             _logger.debug("hint lookup failed", exc_info=True)
             return None
@@ -261,6 +357,7 @@ class HintService:
             if not span.is_recording():
                 return False
             span.set_attribute(conventions.LATENCY_SENSITIVITY_ATTRIBUTE, min(value, self._scale))
+            self._generation += 1
             return True
         except Exception:
             _logger.debug("set_latency_sensitivity failed", exc_info=True)
