@@ -306,6 +306,8 @@ class RunAssembler:
 
     def _inner_llm_calls(self, trace: _Trace, outer: _Node, nested: set[int]) -> list[_Node]:
         """LLM spans nested in an LLM span: the same call seen by two instrumentations."""
+        if outer.span_id not in trace.children:
+            return []  # the common case: a leaf
         inner = []
         for node, _ in self._subtree(trace, outer):
             if node is not outer and node.ended and node.scope == "llm":
