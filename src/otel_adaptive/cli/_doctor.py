@@ -1,0 +1,305 @@
+"""``otel-adaptive doctor``: is the configuration valid and the store usable?
+
+Checks the ``OTEL_ADAPTIVE_*`` configuration, Redis reachability, server
+version, cluster mode and the key schema version of stored agents, then says
+what the processor would do with this configuration. Passwords are never
+printed: URLs are masked and error messages scrubbed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
+from redis.retry import Retry
+
+from otel_adaptive.cli._common import (
+    FAILED,
+    OK,
+    CommandError,
+    add_store_options,
+    load_config,
+    open_store,
+    stdout_console,
+    store_label,
+    store_overrides,
+)
+from otel_adaptive.config import AdaptiveConfig
+from otel_adaptive.store.base import StoreUnavailableError
+from otel_adaptive.store.redis import STORE_SCHEMA_VERSION, RedisStore
+
+#: Agents whose key schema version is checked, at most.
+_AGENTS_CHECKED = 100
+_HOOK_GROUP = "opentelemetry_post_instrument"
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+
+
+def register(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "doctor",
+        help="check the configuration and the store, and say what would happen",
+        description=(
+            "Check the OTEL_ADAPTIVE_* configuration, Redis reachability, server version, "
+            "cluster mode and the key schema version, and print what the processor would do. "
+            "Exit status 0 when healthy, 1 otherwise. Passwords are never printed."
+        ),
+    )
+    add_store_options(parser, "Redis to check (default: OTEL_ADAPTIVE_REDIS_URL)")
+    parser.set_defaults(run=run)
+
+
+@dataclass(frozen=True)
+class _Check:
+    ok: bool
+    label: str
+    detail: str = ""
+
+
+def run(args: argparse.Namespace) -> int:
+    console = stdout_console()
+    set_vars = sorted(name for name in os.environ if name.startswith("OTEL_ADAPTIVE_"))
+    shown = ", ".join(set_vars) if set_vars else "none (defaults)"
+    config = load_config(**store_overrides(args))
+    checks: list[_Check] = []
+    if isinstance(config, str):
+        checks.append(_Check(False, "configuration", config))
+    else:
+        checks.append(_Check(True, "configuration", f"valid; variables set: {shown}"))
+        if config.redis_url is not None:
+            checks.extend(_redis_checks(config))
+    for check in checks:
+        mark = "[green]ok[/]  " if check.ok else "[bold red]FAIL[/]"
+        console.print(f"{mark} {check.label}", end="")
+        console.print(f": {check.detail}" if check.detail else "", markup=False)
+    if not isinstance(config, str):
+        console.print("\nWith this configuration the processor would:")
+        for line in _plan(config):
+            console.print(f"  - {line}", markup=False)
+    console.print("\nZero-code activation (opentelemetry-instrument):")
+    for line in _activation():
+        console.print(f"  - {line}", markup=False)
+    healthy = all(check.ok for check in checks)
+    console.print("\nhealthy" if healthy else "\nnot healthy", style="green" if healthy else "red")
+    return OK if healthy else FAILED
+
+
+# --- Redis ----------------------------------------------------------------------------------
+
+
+def _redis_checks(config: AdaptiveConfig) -> list[_Check]:
+    assert config.redis_url is not None
+    secrets = _secrets(config.redis_url)
+    try:
+        store = open_store(config)
+    except CommandError as exc:
+        return [_Check(False, "Redis settings", _scrub(str(exc), secrets))]
+    assert isinstance(store, RedisStore)
+    label = store_label(store)
+    try:
+        client = _client(config)
+    except (ValueError, RedisError, RedisClusterException) as exc:
+        store.close()
+        return [_Check(False, "Redis URL", _scrub(f"{type(exc).__name__}: {exc}", secrets))]
+    checks: list[_Check] = []
+    try:
+        started = time.perf_counter()
+        client.ping()
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        checks.append(_Check(True, "Redis reachable", f"{label}; PING took {elapsed_ms:.1f} ms"))
+        info = _server_info(client)
+        version = info.get("redis_version", "unknown")
+        mode = str(info.get("redis_mode", "standalone"))
+        checks.append(_Check(True, "server version", f"{version}, {mode} mode"))
+        checks.append(_mode_check(config, mode))
+        checks.append(_schema_check(store, client))
+    except StoreUnavailableError as exc:
+        checks.append(_Check(False, "Redis", _scrub(str(exc), secrets)))
+    except (RedisError, RedisClusterException, OSError) as exc:
+        detail = _scrub(f"{type(exc).__name__}: {exc}", secrets)
+        checks.append(_Check(False, "Redis reachable", f"{label}: {detail}"))
+    finally:
+        client.close()
+        store.close()
+    return checks
+
+
+def _client(config: AdaptiveConfig) -> redis.Redis | RedisCluster:
+    """A client for the configured URL with no retries (a health check must not linger)."""
+    assert config.redis_url is not None
+    url, cluster = _without_cluster_option(config.redis_url)
+    options: dict[str, Any] = {
+        "socket_timeout": config.redis_socket_timeout_seconds,
+        "socket_connect_timeout": config.redis_connect_timeout_seconds,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        value = getattr(config, f"redis_{name}")
+        if value is not None:
+            options[name] = value
+    if cluster or config.redis_cluster:
+        return RedisCluster.from_url(url, **options)
+    return redis.Redis.from_url(url, **options)
+
+
+def _server_info(client: redis.Redis | RedisCluster) -> Mapping[str, Any]:
+    if isinstance(client, RedisCluster):
+        info = client.info("server", target_nodes=RedisCluster.DEFAULT_NODE)
+    else:
+        info = client.info("server")
+    return info if isinstance(info, Mapping) else {}
+
+
+def _mode_check(config: AdaptiveConfig, mode: str) -> _Check:
+    assert config.redis_url is not None
+    client_cluster = config.redis_cluster or _without_cluster_option(config.redis_url)[1]
+    server_cluster = mode == "cluster"
+    if client_cluster == server_cluster:
+        return _Check(True, "cluster mode", "cluster client" if client_cluster else "standalone")
+    if server_cluster:
+        return _Check(
+            False,
+            "cluster mode",
+            "the server is a cluster node but the standalone client is configured: set "
+            "OTEL_ADAPTIVE_REDIS_CLUSTER=true (or add ?cluster=true to the URL)",
+        )
+    return _Check(
+        False,
+        "cluster mode",
+        "the cluster client is configured but the server is standalone: unset "
+        "OTEL_ADAPTIVE_REDIS_CLUSTER",
+    )
+
+
+def _schema_check(store: RedisStore, client: redis.Redis | RedisCluster) -> _Check:
+    agents = store.agents()
+    if not agents:
+        return _Check(
+            True,
+            "key schema",
+            f"no agents stored under prefix {store.keys.prefix!r} yet; this version writes "
+            f"schema {STORE_SCHEMA_VERSION}",
+        )
+    checked = agents[:_AGENTS_CHECKED]
+    found: dict[str, list[str]] = {}
+    for agent in checked:
+        raw = client.hget(store.keys.meta(agent), "schema_version")
+        version = raw.decode() if isinstance(raw, bytes) else str(raw) if raw else "missing"
+        found.setdefault(version, []).append(agent)
+    expected = str(STORE_SCHEMA_VERSION)
+    others = {version: names for version, names in found.items() if version != expected}
+    summary = f"{len(checked)} of {len(agents)} agents checked"
+    if not others:
+        return _Check(True, "key schema", f"version {expected} ({summary})")
+    problems = "; ".join(
+        f"version {version}: {', '.join(repr(n) for n in names[:5])}"
+        + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        for version, names in sorted(others.items())
+    )
+    return _Check(
+        False,
+        "key schema",
+        f"this version reads and writes schema {expected}, but found {problems} ({summary}); "
+        "see OTEL_ADAPTIVE_ON_BAD_DATA",
+    )
+
+
+def _without_cluster_option(url: str) -> tuple[str, bool]:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    cluster = any(name == "cluster" and value.lower() in _TRUE_WORDS for name, value in query)
+    kept = [(name, value) for name, value in query if name != "cluster"]
+    return urlunsplit(parts._replace(query=urlencode(kept))), cluster
+
+
+def _secrets(url: str) -> list[str]:
+    try:
+        parts = urlsplit(url)
+        found = [value for name, value in parse_qsl(parts.query) if name.lower() == "password"]
+        if parts.password:
+            found.append(parts.password)
+    except ValueError:
+        return []
+    return sorted({secret for secret in found if secret}, key=len, reverse=True)
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+# --- what would happen ----------------------------------------------------------------------
+
+
+def _plan(config: AdaptiveConfig) -> list[str]:
+    lines = []
+    if not config.enabled:
+        lines.append("ignore every span (OTEL_ADAPTIVE_ENABLED is false)")
+        return lines
+    if config.run_root == "agent_or_root":
+        lines.append("treat each outermost agent span as a run, else each local root span")
+    else:
+        lines.append("treat each outermost agent span as a run (traces without one are ignored)")
+    fallback = config.agent_id or "the service.name resource attribute"
+    lines.append(f"name runs whose root is not an agent span after {fallback}")
+    lines.append(f"learn with: {', '.join(config.learners) or 'no learners'}")
+    try:
+        store = open_store(config)
+    except CommandError:
+        lines.append("keep runs and learned state in Redis, once its settings are fixed")
+    else:
+        lines.append(f"keep runs and learned state in the {store_label(store)}")
+        store.close()
+    age = (
+        ""
+        if config.run_max_age_seconds is None
+        else f", none older than {config.run_max_age_seconds:g} s"
+    )
+    lines.append(f"retain the newest {config.max_runs_per_agent} runs per agent{age}")
+    targets = []
+    if config.hint_body_path:
+        targets.append(f"request bodies at {config.hint_body_path}")
+    if config.hint_header:
+        targets.append(f"the {config.hint_header} header")
+    lines.append(
+        "inject hints into " + " and ".join(targets)
+        if targets
+        else "inject hints nowhere (no body path or header)"
+    )
+    lines.append(
+        f"export in batches of up to {config.max_export_batch_size} span events every "
+        f"{config.schedule_delay_millis} ms from a queue of {config.max_queue_size}"
+    )
+    return lines
+
+
+def _activation() -> list[str]:
+    lines = []
+    hooks = [ep for ep in entry_points(group=_HOOK_GROUP) if ep.value.startswith("otel_adaptive.")]
+    if hooks:
+        lines.append(f"entry point registered: {hooks[0].value}")
+    else:
+        lines.append("entry point not registered (reinstall otel-adaptive)")
+    if importlib.util.find_spec("opentelemetry.instrumentation") is None:
+        lines.append(
+            "opentelemetry-instrumentation is not installed (pip install opentelemetry-distro)"
+        )
+    else:
+        lines.append("opentelemetry-instrumentation is installed")
+    enabled = os.environ.get("OTEL_ADAPTIVE_ENABLED", "").strip().lower()
+    if enabled in _TRUE_WORDS:
+        lines.append("OTEL_ADAPTIVE_ENABLED is true: the processor is added at start-up")
+    else:
+        lines.append("OTEL_ADAPTIVE_ENABLED is not true: the hook does nothing")
+    return lines
