@@ -36,6 +36,10 @@ def _invalid_env_values(allowed: str) -> list[str]:
     if allowed.startswith("a number"):
         below = [str(float(minimum.group(1)) / 2 - 1)] if minimum else []
         return ["abc", "nan", "inf", *below]
+    if allowed.startswith("a redis://"):
+        return ["http://127.0.0.1:6379", "127.0.0.1:6379"]
+    if "without { or }" in allowed:
+        return ["app:{x}:"]
     return []
 
 
@@ -256,3 +260,18 @@ def test_the_operations_doc_explains_every_counter_of_the_processor_and_redis_st
         name for name in counters if f"`{name.removeprefix('store:')}`" not in document
     )
     assert not missing, f"docs/operations.md does not explain: {missing}"
+
+
+def test_none_turns_off_an_optional_setting_whose_default_is_on() -> None:
+    config = AdaptiveConfig.from_env({"OTEL_ADAPTIVE_HINT_BODY_PATH": "None"})
+    assert config.hint_body_path is None
+    assert AdaptiveConfig.from_env({}).hint_body_path == "nvext.agent_hints"
+
+
+def test_batch_larger_than_queue_names_both_variables() -> None:
+    with pytest.raises(ConfigError) as raised:
+        AdaptiveConfig.from_env(
+            {"OTEL_ADAPTIVE_MAX_QUEUE_SIZE": "10", "OTEL_ADAPTIVE_MAX_EXPORT_BATCH_SIZE": "20"}
+        )
+    assert "OTEL_ADAPTIVE_MAX_EXPORT_BATCH_SIZE" in str(raised.value)
+    assert "OTEL_ADAPTIVE_MAX_QUEUE_SIZE" in str(raised.value)

@@ -117,8 +117,9 @@ class AdaptiveConfig:
             spec.check(getattr(self, spec.name), spec.name)
         if self.max_export_batch_size > self.max_queue_size:
             raise ConfigError(
-                f"max_export_batch_size ({self.max_export_batch_size}) must not exceed "
-                f"max_queue_size ({self.max_queue_size})"
+                f"max_export_batch_size ({env_var_name('max_export_batch_size')}) = "
+                f"{self.max_export_batch_size} must not exceed max_queue_size "
+                f"({env_var_name('max_queue_size')}) = {self.max_queue_size}"
             )
 
     def replace(self, **changes: Any) -> AdaptiveConfig:
@@ -170,13 +171,15 @@ class _Spec:
             "int": "an integer",
             "float": "a number",
             "str": "a non-empty string",
+            "url": "a redis://, rediss:// or unix:// URL",
+            "prefix": "a non-empty string without { or }",
             "choice": "one of " + ", ".join(self.choices),
             "list": "a comma-separated list of " + ", ".join(self.choices),
         }[self.kind]
         if self.minimum is not None:
             base += f" >= {self.minimum:g}"
         if self.optional:
-            base += " (or unset)"
+            base += " (or none)"
         return base
 
     def fail(self, value: object, where: str) -> ConfigError:
@@ -195,6 +198,8 @@ class _Spec:
 
     def parse_env(self, raw: str) -> Any:
         text = raw.strip()
+        if self.optional and text.lower() == "none":
+            return None  # lets a variable turn off a setting whose default is on
         try:
             value = _PARSERS[self.kind](text)
         except ValueError:
@@ -227,6 +232,18 @@ def _is_str(value: object, _: _Spec) -> bool:
     return isinstance(value, str) and value != ""
 
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _is_redis_url(value: object, _: _Spec) -> bool:
+    return isinstance(value, str) and value.lower().startswith(_REDIS_SCHEMES)
+
+
+def _is_key_prefix(value: object, _: _Spec) -> bool:
+    # Braces would break the {agent} hash tag that keeps an agent's keys in one slot.
+    return isinstance(value, str) and value != "" and "{" not in value and "}" not in value
+
+
 def _is_choice(value: object, spec: _Spec) -> bool:
     return value in spec.choices
 
@@ -244,6 +261,8 @@ _CHECKS: dict[str, Callable[[object, _Spec], bool]] = {
     "int": _is_int,
     "float": _is_float,
     "str": _is_str,
+    "url": _is_redis_url,
+    "prefix": _is_key_prefix,
     "choice": _is_choice,
     "list": _is_list,
 }
@@ -276,6 +295,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "int": int,
     "float": _parse_float,
     "str": str,
+    "url": str,
+    "prefix": str,
     "choice": str,
     "list": _parse_list,
 }
@@ -304,9 +325,9 @@ def _build_specs() -> tuple[_Spec, ...]:
         "sensitivity_scale": ("int", 2, ()),
         "hint_body_path": ("str", None, ()),
         "hint_header": ("str", None, ()),
-        "redis_url": ("str", None, ()),
+        "redis_url": ("url", None, ()),
         "redis_cluster": ("bool", None, ()),
-        "key_prefix": ("str", None, ()),
+        "key_prefix": ("prefix", None, ()),
         "redis_socket_timeout_seconds": ("float", 0.001, ()),
         "redis_connect_timeout_seconds": ("float", 0.001, ()),
         "redis_ssl_ca_certs": ("str", None, ()),
