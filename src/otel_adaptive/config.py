@@ -340,7 +340,7 @@ def _build_specs() -> tuple[_Spec, ...]:
     specs = []
     for f in fields(AdaptiveConfig):
         kind, minimum, choices = kinds[f.name]
-        optional = f.default is None
+        optional = "None" in str(f.type)  # the annotation admits None
         specs.append(_Spec(f.name, kind, optional, minimum, choices))
     return tuple(specs)
 
