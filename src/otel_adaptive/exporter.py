@@ -32,7 +32,7 @@ from otel_adaptive.learners.base import Learner, Mergeable
 from otel_adaptive.learners.parallelism import ExecutionPlan
 from otel_adaptive.learners.trie import TrieView
 from otel_adaptive.records import RunRecord
-from otel_adaptive.store.base import AgentDelta, Store
+from otel_adaptive.store.base import AgentDelta, Store, StoreUnavailableError
 
 _logger = logging.getLogger(__name__)
 
@@ -179,6 +179,9 @@ class Exporter:
     def _guard(self, step: Callable[..., object], **kwargs: Any) -> None:
         try:
             step(**kwargs)
+        except StoreUnavailableError as exc:  # expected during outages; retried later
+            self.counters.store_errors += 1
+            self._log_error(f"otel-adaptive could not read its store ({exc})", traceback=False)
         except Exception:  # the thread must survive anything
             self.counters.exporter_errors += 1
             self._log_error("otel-adaptive exporter step failed")
@@ -218,10 +221,10 @@ class Exporter:
         self._assembler_housekeeping()
         runs = self._assembler.take_completed()
         if runs:
-            self._buffer_runs(runs)
+            self._pending_runs.extend(runs)
             deltas = self._learn(runs)
             if deltas:
-                self._buffer_deltas(self._batch_ids.next(), deltas)
+                self._pending_deltas.append((self._batch_ids.next(), deltas))
                 self._publish({d.agent_id for d in deltas})
         if runs or force_write:
             self._write_pending(force=force_write)
@@ -280,33 +283,32 @@ class Exporter:
 
     # --- writing to the store -----------------------------------------------------------------
 
-    def _buffer_runs(self, runs: list[RunRecord]) -> None:
-        self._pending_runs.extend(runs)
-        overflow = len(self._pending_runs) - max(self._config.retry_buffer_runs, len(runs))
+    def _trim_buffers(self) -> None:
+        """Bound what waits for the store: the oldest runs and deltas go first, counted."""
+        overflow = len(self._pending_runs) - self._config.retry_buffer_runs
         for _ in range(max(overflow, 0)):
             self._pending_runs.popleft()
             self.counters.runs_dropped_buffer_full += 1
-
-    def _buffer_deltas(self, batch_id: str, deltas: list[AgentDelta]) -> None:
-        self._pending_deltas.append((batch_id, deltas))
         while len(self._pending_deltas) > _MAX_PENDING_BATCHES:
             self._pending_deltas.popleft()
             self.counters.batches_dropped_buffer_full += 1
 
     def _write_pending(self, force: bool) -> None:
+        """Write buffered runs and deltas; what cannot be written waits, within bounds."""
         if not self._pending_runs and not self._pending_deltas:
             return
-        if not force and time.monotonic() < self._retry_at:
-            return
+        if force or time.monotonic() >= self._retry_at:
+            self._try_write()
+        self._trim_buffers()
+
+    def _try_write(self) -> None:
         try:
             while self._pending_runs:
-                chunk = [
-                    self._pending_runs[i] for i in range(min(_WRITE_CHUNK, len(self._pending_runs)))
-                ]
-                self._store.save_runs(chunk)
-                for _ in chunk:
+                count = min(_WRITE_CHUNK, len(self._pending_runs))
+                self._store.save_runs([self._pending_runs[i] for i in range(count)])
+                for _ in range(count):
                     self._pending_runs.popleft()
-                self.counters.runs_stored += len(chunk)
+                self.counters.runs_stored += count
             while self._pending_deltas:
                 batch_id, deltas = self._pending_deltas[0]
                 if self._store.merge(batch_id, deltas):
@@ -314,11 +316,17 @@ class Exporter:
                 else:
                     self.counters.batches_deduplicated += 1
                 self._pending_deltas.popleft()
-        except Exception:
+        except Exception as exc:
             self.counters.store_errors += 1
             self._retry_at = time.monotonic() + self._backoff * (0.5 + random.random())
             self._backoff = min(self._backoff * 2, _BACKOFF_MAX_SECONDS)
-            self._log_error("otel-adaptive could not write to its store; will retry")
+            # An unreachable store is expected to happen: one line, no traceback.
+            expected = isinstance(exc, StoreUnavailableError)
+            self._log_error(
+                f"otel-adaptive could not write to its store ({exc}); "
+                f"{len(self._pending_runs)} runs wait, retrying in {self._backoff:.1f} s",
+                traceback=not expected,
+            )
             return
         self._backoff = _BACKOFF_MIN_SECONDS
         self._retry_at = 0.0
@@ -346,12 +354,12 @@ class Exporter:
         self.counters.refreshes += 1
         self._publish(agents)
 
-    def _log_error(self, message: str) -> None:
+    def _log_error(self, message: str, *, traceback: bool = True) -> None:
         # Rate-limited: a dead Redis must not flood the application's logs.
         now = time.monotonic()
         if now - self._last_error_log >= 10.0:
             self._last_error_log = now
-            _logger.warning(message, exc_info=True)
+            _logger.warning(message, exc_info=traceback)
 
 
 class _BatchIds:
