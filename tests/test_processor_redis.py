@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+import redis as redis_py
 
 from fleet import run_agent_fleet_worker
 from otel_adaptive import AdaptiveSpanProcessor
@@ -200,8 +201,6 @@ def test_a_corrupted_state_key_is_counted_and_the_exporter_keeps_working(
     assert processor.force_flush(10_000)
     store = processor.store
     key = store.keys.learned("corrupt", "trie")  # type: ignore[attr-defined]
-    import redis as redis_py
-
     with redis_py.Redis.from_url(redis_url) as client:
         client.delete(key)
         client.set(key, b"not a hash")
