@@ -884,3 +884,183 @@ def test_openinference_count_is_the_number_of_distinct_calls(
             for field in fields:
                 attributes[oi_tool_call(message, call, f"tool_call.{field}")] = "v"
     assert read_call_details(attributes).tool_call_count == sum(calls)
+
+
+# --- attribute sets recorded from real instrumentations ---------------------------------------
+# Copied (message content trimmed) from spans the conformance suite (tests/conformance/)
+# produced, so the core suite guards what those libraries write without installing them.
+
+_AGENTS_SDK_RESPONSE_SPAN: dict[str, object] = {  # openinference-instrumentation-openai-agents
+    "openinference.span.kind": "LLM",
+    "llm.system": "openai",
+    "llm.token_count.completion": 7,
+    "llm.token_count.prompt": 20,
+    "llm.token_count.total": 27,
+    "llm.token_count.prompt_details.cache_read": 0,
+    "llm.token_count.completion_details.reasoning": 0,
+    "llm.output_messages.0.message.tool_calls.0.tool_call.id": "call_1",
+    "llm.output_messages.0.message.tool_calls.0.tool_call.function.name": "get_weather",
+    "llm.output_messages.0.message.tool_calls.1.tool_call.id": "call_2",
+    "llm.output_messages.0.message.tool_calls.1.tool_call.function.name": "get_time",
+    "llm.model_name": "gpt-4o-2024-08-06",
+    # The Responses API status "completed" is reported as "stop" even when tools were
+    # requested, which is why ``llm.finish_reason`` is not read as a finish reason.
+    "llm.finish_reason": "stop",
+    "llm.input_messages.2.message.tool_calls.0.tool_call.function.name": "earlier_call",
+}
+_OPENINFERENCE_RESPONSES_SPAN: dict[str, object] = {  # one output message per function call
+    "openinference.span.kind": "LLM",
+    "llm.model_name": "gpt-4o-2024-08-06",
+    "llm.token_count.prompt": 14,
+    "llm.token_count.completion": 25,
+    "llm.output_messages.0.message.role": "assistant",
+    "llm.output_messages.0.message.tool_calls.0.tool_call.function.name": "get_weather",
+    "llm.output_messages.1.message.role": "assistant",
+    "llm.output_messages.1.message.tool_calls.0.tool_call.function.name": "get_time",
+}
+_GENAI_V2_LEGACY_SPAN: dict[str, object] = {  # opentelemetry-instrumentation-openai-v2
+    "gen_ai.operation.name": "chat",
+    "gen_ai.request.model": "gpt-4o",
+    "gen_ai.provider.name": "openai",
+    "gen_ai.response.finish_reasons": ("tool_calls",),
+    "gen_ai.response.model": "gpt-4o-2024-08-06",
+    "gen_ai.usage.input_tokens": 11,
+    "gen_ai.usage.output_tokens": 22,
+}
+_GENAI_V2_STREAM_SPAN: dict[str, object] = {  # legacy mode, streamed: no finish reasons
+    "gen_ai.operation.name": "chat",
+    "gen_ai.request.model": "gpt-4o",
+    "gen_ai.response.model": "gpt-4o-2024-08-06",
+    "gen_ai.usage.input_tokens": 12,
+    "gen_ai.usage.output_tokens": 23,
+}
+_GENAI_V2_CONTENT_SPAN: dict[str, object] = {  # latest experimental conventions + content
+    "gen_ai.operation.name": "chat",
+    "gen_ai.request.model": "gpt-4o",
+    "gen_ai.response.model": "gpt-4o-2024-08-06",
+    "gen_ai.usage.input_tokens": 12,
+    "gen_ai.usage.output_tokens": 23,
+    "gen_ai.output.messages": json.dumps(
+        [
+            {
+                "role": "assistant",
+                "parts": [
+                    {"content": "", "type": "text"},
+                    {"arguments": {}, "name": "get_weather", "id": "c1", "type": "tool_call"},
+                ],
+                "finish_reason": "tool_calls",
+            }
+        ]
+    ),
+}
+_OPENLLMETRY_SPAN: dict[str, object] = {  # traceloop opentelemetry-instrumentation-openai
+    "gen_ai.operation.name": "chat",
+    "gen_ai.provider.name": "openai",
+    "gen_ai.request.model": "gpt-4o",
+    "gen_ai.is_streaming": False,
+    "gen_ai.response.model": "gpt-4o-2024-08-06",
+    "gen_ai.response.finish_reasons": ("tool_call",),
+    "gen_ai.usage.total_tokens": 33,
+    "gen_ai.usage.output_tokens": 22,
+    "gen_ai.usage.input_tokens": 11,
+    "gen_ai.output.messages": json.dumps(
+        [
+            {
+                "role": "assistant",
+                "parts": [
+                    {"type": "tool_call", "name": "get_weather", "id": "c1", "arguments": {}},
+                    {"type": "tool_call", "name": "get_time", "id": "c2", "arguments": {}},
+                ],
+                "finish_reason": "tool_call",
+            }
+        ]
+    ),
+}
+_OPENLLMETRY_NO_CONTENT_SPAN: dict[str, object] = {
+    key: value for key, value in _OPENLLMETRY_SPAN.items() if key != "gen_ai.output.messages"
+}
+
+RECORDED_LLM_SPANS: list[tuple[str, str, dict[str, object], CallDetails]] = [
+    (
+        "agents-sdk response",
+        "response",
+        _AGENTS_SDK_RESPONSE_SPAN,
+        CallDetails(7, 20, 27, "gpt-4o-2024-08-06", 2),
+    ),
+    (
+        "openinference Responses API",
+        "Response",
+        _OPENINFERENCE_RESPONSES_SPAN,
+        CallDetails(25, 14, 39, "gpt-4o-2024-08-06", 2),
+    ),
+    (
+        "genai v2 legacy",
+        "chat gpt-4o",
+        _GENAI_V2_LEGACY_SPAN,
+        CallDetails(22, 11, 33, "gpt-4o-2024-08-06", None),
+    ),
+    (
+        "genai v2 legacy stream",
+        "chat gpt-4o",
+        _GENAI_V2_STREAM_SPAN,
+        CallDetails(23, 12, 35, "gpt-4o-2024-08-06", None),
+    ),
+    (
+        "genai v2 with content",
+        "chat gpt-4o",
+        _GENAI_V2_CONTENT_SPAN,
+        CallDetails(23, 12, 35, "gpt-4o-2024-08-06", 1),
+    ),
+    (
+        "openllmetry",
+        "openai.chat",
+        _OPENLLMETRY_SPAN,
+        CallDetails(22, 11, 33, "gpt-4o-2024-08-06", 2),
+    ),
+    (
+        "openllmetry without content",
+        "openai.chat",
+        _OPENLLMETRY_NO_CONTENT_SPAN,
+        CallDetails(22, 11, 33, "gpt-4o-2024-08-06", None),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("_label", "name", "attributes", "expected"),
+    RECORDED_LLM_SPANS,
+    ids=[row[0] for row in RECORDED_LLM_SPANS],
+)
+def test_recorded_llm_spans_of_real_instrumentations(
+    _label: str, name: str, attributes: dict[str, object], expected: CallDetails
+) -> None:
+    for heuristics in (True, False):
+        assert classify(attributes, name, name_heuristics=heuristics) == "llm"
+    assert read_call_details(attributes) == expected
+    span = ended_span(name, attributes)  # the same through the SDK's read-only mapping
+    assert read_call_details(span.attributes) == expected
+
+
+RECORDED_OTHER_SPANS: list[tuple[str, dict[str, object], ScopeType]] = [
+    # Agents SDK via OpenInference: the trace root, the task span, the agent (its name only
+    # arrives at end), the per-turn span and a function tool.
+    ("weather-flow", {"openinference.span.kind": "AGENT"}, "agent"),
+    ("weather-flow", {"openinference.span.kind": "CHAIN"}, "function"),
+    ("Assistant", {"openinference.span.kind": "AGENT", "agent.name": "Assistant"}, "agent"),
+    ("turn", {"openinference.span.kind": "CHAIN"}, "function"),
+    ("get_weather", {"openinference.span.kind": "TOOL", "tool.name": "get_weather"}, "tool"),
+    # LangChain via OpenInference: any run with "agent" in its name is labelled AGENT.
+    ("format_agent_scratchpad", {"openinference.span.kind": "AGENT"}, "agent"),
+    ("CityRetriever", {"openinference.span.kind": "RETRIEVER"}, "retriever"),
+]
+
+
+@pytest.mark.parametrize(("name", "attributes", "scope"), RECORDED_OTHER_SPANS)
+def test_recorded_structural_and_tool_spans(
+    name: str, attributes: dict[str, object], scope: ScopeType
+) -> None:
+    assert classify(attributes, name, name_heuristics=False) == scope
+    if scope == "agent":
+        assert agent_name(attributes) == attributes.get("agent.name")
+    if scope == "tool":
+        assert tool_name(attributes) == name
