@@ -278,3 +278,68 @@ def test_names_with_lone_surrogates_are_made_encodable() -> None:
     encode_run(run)  # raises on unencodable text
     assert run.agent_id == "agent?"
     assert run.calls[0].path == ("agent?",)
+
+
+def _feed(assembler: RunAssembler, spans: list[ReadableSpan], end_order: list[int]) -> None:
+    for span in spans:
+        assembler.span_started(span)
+    for index in end_order:
+        assembler.span_ended(spans[index])
+
+
+def test_agent_labelled_step_without_calls_stays_inside_the_run_around_it() -> None:
+    assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
+    spans = [
+        _span(1, None, "pipeline", {"openinference.span.kind": "CHAIN"}, 0, 100),
+        _span(2, 1, "format agent scratchpad", {"openinference.span.kind": "AGENT"}, 1, 2),
+        _span(3, 1, "chat m", {"gen_ai.operation.name": "chat"}, 3, 50),
+    ]
+    _feed(assembler, spans, [1, 2, 0])
+    [run] = assembler.take_completed()
+    assert run.agent_id == "prop"
+    assert [c.name for c in run.calls] == ["chat m"]
+
+
+def test_span_started_under_a_finished_run_member_is_a_run_of_its_own() -> None:
+    assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
+    first = [
+        _span(1, None, "handle", {}, 0, 10),
+        _span(2, 1, "chat m", {"gen_ai.operation.name": "chat"}, 1, 5),
+    ]
+    _feed(assembler, first, [1, 0])
+    # An instrumentation left span 1 current after it ended: the next request starts under it.
+    late = _span(3, 1, "chat m", {"gen_ai.operation.name": "chat"}, 20, 30)
+    _feed(assembler, [late], [0])
+    runs = assembler.take_completed()
+    assert [len(r.calls) for r in runs] == [1, 1]
+    assert assembler.open_traces == 0
+
+
+def test_unknown_tool_call_count_comes_from_the_tool_spans_of_the_turn() -> None:
+    assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
+    chat = {"gen_ai.operation.name": "chat"}
+    tool = {"gen_ai.operation.name": "execute_tool"}
+    spans = [
+        _span(1, None, "agent", {"gen_ai.operation.name": "invoke_agent"}, 0, 100),
+        _span(2, 1, "chat m", chat, 1, 10),
+        _span(3, 1, "execute_tool a", tool, 11, 20),
+        _span(4, 1, "execute_tool b", tool, 12, 20),
+        _span(5, 1, "chat m", chat, 21, 30),
+        _span(6, 1, "chat m", {**chat, "gen_ai.response.finish_reasons": ("stop",)}, 31, 40),
+    ]
+    _feed(assembler, spans, [1, 2, 3, 4, 5, 0])
+    [run] = assembler.take_completed()
+    assert [c.tool_call_count for c in run.llm_calls()] == [2, 0, 0]
+
+
+def test_agent_id_falls_back_to_the_inner_agents_span_name_before_the_roots() -> None:
+    assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
+    agent = {"openinference.span.kind": "AGENT"}
+    spans = [
+        _span(1, None, "Agent workflow", agent, 0, 100),
+        _span(2, 1, "Assistant", agent, 1, 99),
+        _span(3, 2, "chat m", {"gen_ai.operation.name": "chat"}, 2, 50),
+    ]
+    _feed(assembler, spans, [2, 1, 0])
+    [run] = assembler.take_completed()
+    assert run.agent_id == "Assistant"

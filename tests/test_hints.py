@@ -256,3 +256,24 @@ def test_processor_methods_mirror_module_functions() -> None:
         assert processor.current_hints() is not None
     assert trace.get_current_span() is trace.INVALID_SPAN
     provider.shutdown()
+
+
+def test_agent_named_only_at_end_is_found_at_call_time_by_its_span_name() -> None:
+    provider, processor, tracer = make_processor()
+    agent = {"openinference.span.kind": "AGENT"}
+
+    def run() -> AgentHints | None:
+        with timed_span(tracer, "Agent workflow", 0, 100, agent):
+            with timed_span(tracer, "Assistant", 1, 99, agent, {"agent.name": "Assistant"}):
+                hints = otel_adaptive.current_hints()
+                with timed_span(tracer, "chat m", 2, 50, LLM, end_attributes=usage(11)):
+                    pass
+        processor.force_flush(5000)
+        return hints
+
+    assert run() is None
+    hints = run()
+    assert processor.store.agents() == ["Assistant"]
+    assert hints is not None and hints.osl == 11
+    assert hints.prefix_id == "Assistant-d2"
+    provider.shutdown()

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_adaptive import conventions
@@ -32,6 +33,8 @@ from otel_adaptive.records import (
 )
 
 _CALL_KINDS = frozenset({"llm", "tool"})
+#: Members of emitted runs remembered to recognise spans started under them.
+_REMEMBERED_MEMBERS = 65536
 
 
 @dataclass(slots=True)
@@ -62,6 +65,7 @@ class _Node:
     service_name: str | None = None
     detached: bool = False  # its run was already emitted; it ended late
     contains_run: bool = False  # a run was emitted from beneath it
+    parent_finished: bool = False  # its parent belonged to a run already emitted
 
 
 @dataclass(slots=True)
@@ -80,6 +84,9 @@ class RunAssembler:
         self._traces: OrderedDict[int, _Trace] = OrderedDict()
         self._completed: list[RunRecord] = []
         self._evicted_span_ids: list[int] = []
+        # Span ids of ended members of emitted runs: a span that starts under one of
+        # them (an instrumentation left a finished span current) starts afresh.
+        self._emitted_members: OrderedDict[int, None] = OrderedDict()
         self.counters = AssemblerCounters()
 
     # --- public surface used by the exporter ------------------------------------------------
@@ -180,7 +187,9 @@ class RunAssembler:
             self._evict(trace_id)
             return False
         trace.nodes[node.span_id] = node
-        if node.parent_id is not None and node.parent_id != node.span_id:
+        if node.parent_id is not None and node.parent_id in self._emitted_members:
+            node.parent_finished = True
+        elif node.parent_id is not None and node.parent_id != node.span_id:
             trace.children.setdefault(node.parent_id, []).append(node.span_id)
             parent = trace.nodes.get(node.parent_id)
             if parent is not None and parent.detached:
@@ -198,7 +207,7 @@ class RunAssembler:
         node.scope = conventions.classify(
             attributes, span.name, name_heuristics=self._config.name_heuristics
         )
-        if node.parent_id is None or node.parent_is_remote:
+        if self._is_local_root(node):
             service = span.resource.attributes.get("service.name") if span.resource else None
             node.service_name = service if isinstance(service, str) else None
 
@@ -209,7 +218,7 @@ class RunAssembler:
 
     def _ancestors(self, trace: _Trace, node: _Node) -> Iterator[_Node]:
         seen = {node.span_id}
-        parent_id = node.parent_id
+        parent_id = None if node.parent_finished else node.parent_id
         while parent_id is not None and parent_id not in seen:
             seen.add(parent_id)
             parent = trace.nodes.get(parent_id)
@@ -235,14 +244,31 @@ class RunAssembler:
         may have been dropped and its end may still come, so it waits (and is
         evicted with its trace if the parent never shows up).
         """
-        return node.parent_id is None or node.parent_is_remote or node.parent_id == node.span_id
+        return (
+            node.parent_id is None
+            or node.parent_is_remote
+            or node.parent_finished
+            or node.parent_id == node.span_id
+        )
 
     def _is_run_root(self, trace: _Trace, node: _Node) -> bool:
         if node.contains_run:
             return False
-        if node.scope == "agent":
-            return not any(self._current_scope(a) == "agent" for a in self._ancestors(trace, node))
+        if (
+            node.scope == "agent"
+            and self._has_calls(trace, node)
+            and not any(self._current_scope(a) == "agent" for a in self._ancestors(trace, node))
+        ):
+            return True
+        # Some instrumentations label any step with "agent" in its name as an agent:
+        # one with no call beneath it stays part of the run around it.
         return self._config.run_root == "agent_or_root" and self._is_local_root(node)
+
+    def _has_calls(self, trace: _Trace, root: _Node) -> bool:
+        return any(
+            node.ended and node.scope in _CALL_KINDS and node is not root
+            for node, _ in self._subtree(trace, root)
+        )
 
     # --- emitting runs ----------------------------------------------------------------------
 
@@ -267,18 +293,18 @@ class RunAssembler:
     def _emit(self, trace_id: int, trace: _Trace, root: _Node) -> None:
         calls: list[CallRecord] = []
         nested_in_llm: set[int] = set()
-        agent_name: str | None = None
-        first_agent_start: int | None = None
+        first_agent: _Node | None = None  # the first agent span beneath the root
         members: list[_Node] = []
         for node, path in self._subtree(trace, root):
             members.append(node)
             if not node.ended:
                 continue
-            if node.scope == "agent" and node is not root:
-                named = conventions.agent_name(node.attributes)
-                if named and (first_agent_start is None or node.start_ns < first_agent_start):
-                    first_agent_start = node.start_ns
-                    agent_name = named
+            if (
+                node.scope == "agent"
+                and node is not root
+                and (first_agent is None or node.start_ns < first_agent.start_ns)
+            ):
+                first_agent = node
             if node.scope not in _CALL_KINDS or node.span_id in nested_in_llm:
                 continue
             if node.scope == "llm":
@@ -287,12 +313,13 @@ class RunAssembler:
             else:
                 calls.append(self._tool_call(node, path))
         calls.sort(key=lambda c: (c.start_ns, c.end_ns))
+        calls = _tool_calls_from_tool_spans(calls)
         if len(calls) > self._config.max_calls_per_run:
             self.counters.calls_truncated += len(calls) - self._config.max_calls_per_run
             del calls[self._config.max_calls_per_run :]
         run = RunRecord(
             id=f"{trace_id:032x}-{root.span_id:016x}",
-            agent_id=self._agent_id(root, agent_name),
+            agent_id=self._agent_id(root, first_agent),
             trace_id=f"{trace_id:032x}",
             start_ns=root.start_ns,
             end_ns=root.end_ns,
@@ -302,7 +329,16 @@ class RunAssembler:
         self.counters.runs_completed += 1
         for ancestor in self._ancestors(trace, root):
             ancestor.contains_run = True
+        self._remember_emitted(members)
         self._remove_members(trace, members)
+
+    def _remember_emitted(self, members: list[_Node]) -> None:
+        emitted = self._emitted_members
+        for node in members:
+            if node.ended:
+                emitted[node.span_id] = None
+        while len(emitted) > _REMEMBERED_MEMBERS:
+            emitted.popitem(last=False)
 
     def _inner_llm_calls(self, trace: _Trace, outer: _Node, nested: set[int]) -> list[_Node]:
         """LLM spans nested in an LLM span: the same call seen by two instrumentations."""
@@ -361,9 +397,18 @@ class RunAssembler:
             end_ns=node.end_ns,
         )
 
-    def _agent_id(self, root: _Node, agent_name: str | None) -> str:
+    def _agent_id(self, root: _Node, first_agent: _Node | None) -> str:
+        """The run's agent: explicit names first, then span names (design §4).
+
+        The span name of the first agent beneath the root comes before the root's
+        own name: agent SDK bridges wrap each run in a generic workflow span, and
+        some set the inner agent's name attribute only at end, when hints asked
+        earlier could only see its span name.
+        """
         if root.scope == "agent":
-            named = conventions.agent_name(root.attributes) or agent_name
+            named = conventions.agent_name(root.attributes)
+            if not named and first_agent is not None:
+                named = conventions.agent_name(first_agent.attributes) or first_agent.name
             return self._cut(named or root.name)
         fallback = self._config.agent_id or root.service_name or "unknown_service"
         return self._cut(fallback)
@@ -410,6 +455,34 @@ class RunAssembler:
         if any(not n.contains_run and not n.detached for n in trace.nodes.values()):
             self.counters.runs_evicted += 1
         self._evicted_span_ids.extend(n.span_id for n in trace.nodes.values() if not n.ended)
+
+
+def _tool_calls_from_tool_spans(calls: list[CallRecord]) -> list[CallRecord]:
+    """Fill unknown tool-call counts from the tool spans of the same turn.
+
+    When an LLM span does not say how many tools the model asked for, the tool
+    calls under the same parent that start after it ended and before the next
+    LLM call there are what it asked for. Only done when the run has tool spans
+    at all: without them tools are not traced and the count stays unknown.
+    """
+    if not any(c.kind == "tool" for c in calls) or all(
+        c.tool_call_count is not None for c in calls if c.kind == "llm"
+    ):
+        return calls
+    filled = list(calls)
+    for i, call in enumerate(calls):
+        if call.kind != "llm" or call.tool_call_count is not None:
+            continue
+        count = 0
+        for later in calls[i + 1 :]:
+            if later.parent_span_id != call.parent_span_id:
+                continue
+            if later.kind == "llm":
+                break
+            if later.start_ns >= call.end_ns:
+                count += 1
+        filled[i] = msgspec.structs.replace(call, tool_call_count=count)
+    return filled
 
 
 def _first(a: Any, b: Any) -> Any:

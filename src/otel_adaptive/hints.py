@@ -89,6 +89,7 @@ class _Scope:
     names: tuple[str, ...]
     agent_start: int | None
     agent_name: str | None
+    inner_agent: str | None  # span name of the first agent span beneath the outermost
     fallback_agent_id: str
     manual_sensitivity: int | None
 
@@ -198,16 +199,19 @@ class HintService:
         if parent is None:
             names: tuple[str, ...] = ()
             agent_start = None
-            agent_name = None
+            agent_name = inner_agent = None
             fallback = self._fallback_agent_id(span)
         else:
             names, agent_start, agent_name = parent.names, parent.agent_start, parent.agent_name
+            inner_agent = parent.inner_agent
             fallback = parent.fallback_agent_id
             if parent.manual_sensitivity is not None:
                 manual = max(manual or 0, parent.manual_sensitivity)
         if kind == "agent":
             if agent_start is None:
                 agent_start = len(names)
+            elif inner_agent is None:
+                inner_agent = clean_name(span.name, limit)
             if agent_name is None:
                 agent_name = conventions.agent_name(attributes)
         if kind in STRUCTURAL_SCOPES:
@@ -219,6 +223,7 @@ class HintService:
             names=names,
             agent_start=agent_start,
             agent_name=agent_name,
+            inner_agent=inner_agent,
             fallback_agent_id=fallback,
             manual_sensitivity=manual,
         )
@@ -235,7 +240,9 @@ class HintService:
             agent_id, path = scope.fallback_agent_id, scope.names
         else:
             path = scope.names[scope.agent_start :]
-            agent_id = scope.agent_name or path[0]
+            # The same order as the assembler: explicit names, then the first inner
+            # agent's span name, then the outermost agent's span name.
+            agent_id = scope.agent_name or scope.inner_agent or path[0]
         return _Place(
             agent_id=clean_name(agent_id, limit),
             path=path,

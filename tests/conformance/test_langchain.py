@@ -149,11 +149,6 @@ def test_agent_label_on_a_step_is_recognised_as_openinference_reports_it(
     assert kinds["pipeline"] == "CHAIN"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="assembler: a call-less AGENT-labelled step becomes the run root, so the "
-    "pipeline's LLM call outside it is dropped as outside any run",
-)
 def test_agent_labelled_step_does_not_swallow_the_pipeline(
     harness: Harness, instrumented: None, fake_openai: FakeOpenAIServer
 ) -> None:

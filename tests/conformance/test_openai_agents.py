@@ -241,11 +241,6 @@ def test_chat_completions_model_streams_usage(
     assert harness.groups(AGENT) == {group("get_weather", "get_time")}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="assembler: a tool-call count the LLM span does not carry is not taken from the "
-    "tool spans of the same turn",
-)
 @pytest.mark.usefixtures("agents_tracing")
 def test_chat_completions_tool_call_count_from_tool_spans_of_the_turn(
     harness: Harness, fake_openai: FakeOpenAIServer
@@ -287,11 +282,6 @@ def test_hints_learned_over_20_runs_serve_the_21st_when_workflow_is_named_after_
     assert in_tool is not None and in_tool.total_requests == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hints: the agent span's agent.name is set only at end, so at call time the "
-    "lookup uses the workflow span's name while runs are stored under the agent's name",
-)
 @pytest.mark.usefixtures("agents_tracing")
 def test_hints_learned_over_20_runs_serve_the_21st(
     harness: Harness, fake_openai: FakeOpenAIServer
