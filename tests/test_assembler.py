@@ -188,8 +188,8 @@ def test_span_with_unknown_local_parent_waits_for_it_then_is_evicted() -> None:
     assert assembler.counters.runs_evicted == 1
 
 
-def test_child_ending_after_its_run_is_counted_late() -> None:
-    assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
+def test_child_ending_after_its_run_is_counted_late_when_runs_do_not_wait() -> None:
+    assembler = RunAssembler(AdaptiveConfig(run_grace_seconds=0), clock=_Clock())
     root = _span(1, None, "agent", {"gen_ai.operation.name": "invoke_agent"}, 0, 10)
     stream = _span(2, 1, "chat m", {"gen_ai.operation.name": "chat"}, 1, 50)
     assembler.span_started(root)
@@ -200,6 +200,43 @@ def test_child_ending_after_its_run_is_counted_late() -> None:
     assembler.span_ended(stream)
     assert assembler.counters.late_spans == 1
     assert assembler.open_traces == 0
+
+
+def test_stream_ending_after_its_run_root_joins_the_run() -> None:
+    clock = _Clock()
+    assembler = RunAssembler(AdaptiveConfig(run_grace_seconds=5), clock=clock)
+    server = _span(9, None, "POST /chat", {}, 0, 12)
+    root = _span(1, 9, "agent", {"gen_ai.operation.name": "invoke_agent"}, 0, 10)
+    stream = _span(2, 1, "chat m", {"gen_ai.operation.name": "chat"}, 1, 50)
+    for s in (server, root, stream):
+        assembler.span_started(s)
+    assembler.span_ended(root)
+    assembler.span_ended(server)  # the request ends too: its run still waits
+    assert assembler.take_completed() == []
+    assembler.span_ended(stream)
+    [run] = assembler.take_completed()
+    assert [c.end_ns for c in run.calls] == [50]
+    assert assembler.counters.late_spans == 0
+    assert assembler.open_traces == 0
+
+
+def test_run_waiting_for_a_stream_that_never_ends_is_emitted_after_the_grace_time() -> None:
+    clock = _Clock()
+    assembler = RunAssembler(AdaptiveConfig(run_grace_seconds=5), clock=clock)
+    root = _span(1, None, "agent", {"gen_ai.operation.name": "invoke_agent"}, 0, 10)
+    done = _span(3, 1, "chat m", {"gen_ai.operation.name": "chat"}, 1, 5)
+    abandoned = _span(2, 1, "chat m", {"gen_ai.operation.name": "chat"}, 6, None)
+    for s in (root, done, abandoned):
+        assembler.span_started(s)
+    assembler.span_ended(done)
+    assembler.span_ended(root)
+    clock.now += 4
+    assembler.evict_idle()
+    assert assembler.take_completed() == []
+    clock.now += 2
+    assembler.evict_idle()
+    [run] = assembler.take_completed()
+    assert len(run.calls) == 1
 
 
 def test_end_without_start_is_still_assembled() -> None:

@@ -66,6 +66,7 @@ class _Node:
     detached: bool = False  # its run was already emitted; it ended late
     contains_run: bool = False  # a run was emitted from beneath it
     parent_finished: bool = False  # its parent belonged to a run already emitted
+    waiting_until: float | None = None  # an ended run root waiting for open calls beneath
 
 
 @dataclass(slots=True)
@@ -87,6 +88,9 @@ class RunAssembler:
         # Span ids of ended members of emitted runs: a span that starts under one of
         # them (an instrumentation left a finished span current) starts afresh.
         self._emitted_members: OrderedDict[int, None] = OrderedDict()
+        # Ended run roots whose run still has open spans (streams read after their
+        # parent ended): (trace id, root) until they close or the grace time is up.
+        self._waiting: dict[int, tuple[int, _Node]] = {}
         self.counters = AssemblerCounters()
 
     # --- public surface used by the exporter ------------------------------------------------
@@ -127,9 +131,11 @@ class RunAssembler:
             self.counters.late_spans += 1
             self._forget(trace, node)
         elif self._is_run_root(trace, node):
-            self._emit(context.trace_id, trace, node)
+            self._emit_or_wait(context.trace_id, trace, node)
         elif self._is_local_root(node):
             self._discard_subtree(trace, node)
+        elif self._waiting:
+            self._emit_if_closed(context.trace_id, trace, node)
         if not trace.nodes:
             self._traces.pop(context.trace_id, None)
 
@@ -144,8 +150,14 @@ class RunAssembler:
         return ids
 
     def evict_idle(self) -> int:
-        """Evict traces idle for longer than the run timeout; returns how many."""
-        deadline = self._clock() - self._config.run_timeout_seconds
+        """Emit runs whose grace time is up; evict traces idle for longer than the run
+        timeout; returns how many traces were evicted."""
+        now = self._clock()
+        for trace_id, root in [w for w in self._waiting.values() if w[1].waiting_until <= now]:
+            trace = self._traces.get(trace_id)
+            if trace is not None:
+                self._emit(trace_id, trace, root)
+        deadline = now - self._config.run_timeout_seconds
         evicted = 0
         while self._traces:
             trace_id, trace = next(iter(self._traces.items()))
@@ -272,8 +284,33 @@ class RunAssembler:
 
     # --- emitting runs ----------------------------------------------------------------------
 
-    def _subtree(self, trace: _Trace, root: _Node) -> Iterator[tuple[_Node, tuple[str, ...]]]:
-        """Nodes under ``root`` (itself included) with the scope path above each."""
+    def _emit_or_wait(self, trace_id: int, trace: _Trace, root: _Node) -> None:
+        grace = self._config.run_grace_seconds
+        if grace <= 0 or all(n.ended for n, _ in self._subtree(trace, root)):
+            self._emit(trace_id, trace, root)
+            return
+        # A call is still open beneath the ended root (typically a stream read after
+        # its parent ended): the run waits for it, within the grace time.
+        root.waiting_until = self._clock() + grace
+        self._waiting[root.span_id] = (trace_id, root)
+        for ancestor in self._ancestors(trace, root):
+            ancestor.contains_run = True
+
+    def _emit_if_closed(self, trace_id: int, trace: _Trace, node: _Node) -> None:
+        """Emit the waiting run ``node`` belongs to once nothing beneath it is open."""
+        for ancestor in self._ancestors(trace, node):
+            if ancestor.waiting_until is not None:
+                if all(n.ended for n, _ in self._subtree(trace, ancestor)):
+                    self._emit(trace_id, trace, ancestor)
+                return
+
+    def _subtree(
+        self, trace: _Trace, root: _Node, *, skip_waiting: bool = False
+    ) -> Iterator[tuple[_Node, tuple[str, ...]]]:
+        """Nodes under ``root`` (itself included) with the scope path above each.
+
+        ``skip_waiting`` leaves out the runs beneath that wait for open calls.
+        """
         stack: list[tuple[_Node, tuple[str, ...]]] = [(root, ())]
         seen = {root.span_id}
         while stack:
@@ -282,6 +319,8 @@ class RunAssembler:
             below = (*path, node.name) if self._scope_of(node) in STRUCTURAL_SCOPES else path
             for child_id in trace.children.get(node.span_id, ()):
                 child = trace.nodes.get(child_id)
+                if skip_waiting and child is not None and child.waiting_until is not None:
+                    continue
                 if child is not None and child_id not in seen:
                     seen.add(child_id)
                     stack.append((child, below))
@@ -291,6 +330,9 @@ class RunAssembler:
         return node.scope if node.ended else "unknown"
 
     def _emit(self, trace_id: int, trace: _Trace, root: _Node) -> None:
+        if root.waiting_until is not None:
+            root.waiting_until = None
+            self._waiting.pop(root.span_id, None)
         calls: list[CallRecord] = []
         nested_in_llm: set[int] = set()
         first_agent: _Node | None = None  # the first agent span beneath the root
@@ -426,7 +468,7 @@ class RunAssembler:
                 node.detached = True  # its run is gone; count it when it ends
 
     def _discard_subtree(self, trace: _Trace, root: _Node) -> None:
-        members = [node for node, _ in self._subtree(trace, root)]
+        members = [node for node, _ in self._subtree(trace, root, skip_waiting=True)]
         if not root.contains_run:
             self.counters.spans_outside_runs += sum(1 for n in members if n.ended)
         self._remove_members(trace, members)
@@ -452,6 +494,9 @@ class RunAssembler:
         trace = self._traces.pop(trace_id, None)
         if trace is None:
             return
+        for node in trace.nodes.values():
+            if node.waiting_until is not None:
+                self._waiting.pop(node.span_id, None)
         if any(not n.contains_run and not n.detached for n in trace.nodes.values()):
             self.counters.runs_evicted += 1
         self._evicted_span_ids.extend(n.span_id for n in trace.nodes.values() if not n.ended)

@@ -62,6 +62,9 @@ class AdaptiveConfig:
     """Open runs with no activity for this long are evicted (and counted)."""
     max_open_traces: int = 4096
     """Local traces assembled at once; the least recently active is evicted beyond this."""
+    run_grace_seconds: float = 5.0
+    """How long a run whose root ended waits for calls still open beneath it (a stream
+    read after its parent ended) before it is stored without them (0: never waits)."""
     max_calls_per_run: int = 1024
     """Calls kept per run; later calls are dropped and counted as truncated."""
     max_spans_per_trace: int = 16384
@@ -315,6 +318,7 @@ def _build_specs() -> tuple[_Spec, ...]:
         "shutdown_timeout_millis": ("int", 0, ()),
         "run_timeout_seconds": ("float", 0.001, ()),
         "max_open_traces": ("int", 1, ()),
+        "run_grace_seconds": ("float", 0, ()),
         "max_calls_per_run": ("int", 1, ()),
         "max_spans_per_trace": ("int", 1, ()),
         "max_name_length": ("int", 8, ()),

@@ -167,11 +167,6 @@ def test_stream_ending_after_its_parent_does_not_break_the_run(
     assert stats["open_runs"] == stats["runs_evicted"] == stats["live_spans"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="assembler: a run is emitted when its root ends, so an LLM call still streaming "
-    "then is dropped (counted as a late span) instead of joining its run",
-)
 def test_stream_ending_after_its_parent_is_counted_in_its_run(
     harness: Harness, client: OpenAI, fake_openai: FakeOpenAIServer, mode: str
 ) -> None:
