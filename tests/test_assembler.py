@@ -380,3 +380,16 @@ def test_agent_id_falls_back_to_the_inner_agents_span_name_before_the_roots() ->
     _feed(assembler, spans, [2, 1, 0])
     [run] = assembler.take_completed()
     assert run.agent_id == "Assistant"
+
+
+def test_span_ids_reused_in_another_trace_do_not_look_finished() -> None:
+    assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
+    chat = {"gen_ai.operation.name": "chat"}
+    first = [_span(1, None, "root", {}, 0, 10), _span(2, 1, "chat m", chat, 1, 5)]
+    _feed(assembler, first, [1, 0])
+    second = [
+        _span(1, None, "root", {}, 0, 10, trace_id=TRACE + 1),
+        _span(2, 1, "chat m", chat, 1, 5, trace_id=TRACE + 1),
+    ]
+    _feed(assembler, second, [1, 0])
+    assert [len(r.calls) for r in assembler.take_completed()] == [1, 1]

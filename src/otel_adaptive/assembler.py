@@ -87,7 +87,7 @@ class RunAssembler:
         self._evicted_span_ids: list[int] = []
         # Span ids of ended members of emitted runs: a span that starts under one of
         # them (an instrumentation left a finished span current) starts afresh.
-        self._emitted_members: OrderedDict[int, None] = OrderedDict()
+        self._emitted_members: OrderedDict[tuple[int, int], None] = OrderedDict()
         # Ended run roots whose run still has open spans (streams read after their
         # parent ended): (trace id, root) until they close or the grace time is up.
         self._waiting: dict[int, tuple[int, _Node]] = {}
@@ -199,7 +199,7 @@ class RunAssembler:
             self._evict(trace_id)
             return False
         trace.nodes[node.span_id] = node
-        if node.parent_id is not None and node.parent_id in self._emitted_members:
+        if node.parent_id is not None and (trace_id, node.parent_id) in self._emitted_members:
             node.parent_finished = True
         elif node.parent_id is not None and node.parent_id != node.span_id:
             trace.children.setdefault(node.parent_id, []).append(node.span_id)
@@ -371,14 +371,14 @@ class RunAssembler:
         self.counters.runs_completed += 1
         for ancestor in self._ancestors(trace, root):
             ancestor.contains_run = True
-        self._remember_emitted(members)
+        self._remember_emitted(trace_id, members)
         self._remove_members(trace, members)
 
-    def _remember_emitted(self, members: list[_Node]) -> None:
+    def _remember_emitted(self, trace_id: int, members: list[_Node]) -> None:
         emitted = self._emitted_members
         for node in members:
             if node.ended:
-                emitted[node.span_id] = None
+                emitted[(trace_id, node.span_id)] = None
         while len(emitted) > _REMEMBERED_MEMBERS:
             emitted.popitem(last=False)
 
