@@ -337,6 +337,8 @@ class Exporter:
         now = time.monotonic()
         if now < self._next_refresh:
             return
+        if not self._store.shared and self.counters.refreshes:
+            return  # a private store holds nothing the mirror does not already have
         self._next_refresh = now + self._config.refresh_interval_seconds
         self.refresh()
 

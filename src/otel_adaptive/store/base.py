@@ -45,6 +45,10 @@ class Store(ABC):
     back results); none is ever called on the span hot path.
     """
 
+    #: True when other processes may write to the same state, so the exporter
+    #: re-reads it every ``refresh_interval_seconds`` to serve their learning too.
+    shared: bool = True
+
     def __init__(self, learners: Mapping[str, Learner] | None = None) -> None:
         # The learners decode stored fields and build the views served by
         # ``load_trie``/``load_plan``; by default every known learner.

@@ -18,6 +18,8 @@ _REMEMBERED_BATCHES = 4096
 class MemoryStore(Store):
     """Runs and learned state in dictionaries, safe to read from any thread."""
 
+    shared = False  # only this process writes here: there is nothing to refresh
+
     def __init__(
         self,
         *,
