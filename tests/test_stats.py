@@ -365,3 +365,17 @@ def test_a_digest_whose_sum_is_recomputed_on_restore_still_decodes() -> None:
     assert stats.p50 is not None
     again = RunningStats.from_bytes(stats.to_bytes())
     assert (again.count, again.mean, again.p90) == (stats.count, stats.mean, stats.p90)
+
+
+def test_centroids_off_their_bounds_by_rounding_still_decode() -> None:
+    # Merged digests can hold a centroid mean one ulp above max (seen with the
+    # sensitivity metric: 0.16666666666666682 against a max of 0.1666666666666668).
+    stats = RunningStats.of([i / 6 for i in range(150)])
+    data = stats.to_dict()
+    last = data["digest"]["centroids"][-1]
+    data["digest"]["centroids"][-1] = [math.nextafter(data["digest"]["max"], math.inf), last[1]]
+    assert RunningStats.from_dict(data).count == 150
+    # A centroid far outside the range is still corrupt.
+    data["digest"]["centroids"][-1] = [data["digest"]["max"] * 2 + 1, last[1]]
+    with pytest.raises(ValueError, match="centroid"):
+        RunningStats.from_dict(data)
