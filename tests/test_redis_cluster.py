@@ -76,14 +76,26 @@ def test_runs_and_merges_across_every_node(store: RedisStore, cluster_admin: Red
     assert store.stats()["batches_deduplicated"] == 3
 
 
-def test_a_batch_is_one_pipeline_per_call(store: RedisStore, cluster_admin: RedisCluster) -> None:
+def test_a_batch_is_one_pipeline_per_node_without_key_lookups(
+    store: RedisStore, cluster_admin: RedisCluster
+) -> None:
     agents = agents_on_every_node(cluster_admin, store)
     store.save_runs([make_run(a, "warm-up") for a in agents])  # loads scripts on every node
-    before = store.stats()
+    before, getkeys_before = store.stats(), _count_getkeys(cluster_admin)
     store.save_runs([make_run(a, f"r{i}") for a in agents for i in range(20)])
     after = store.stats()
-    assert after["round_trips"] - before["round_trips"] == 1
+    assert after["round_trips"] - before["round_trips"] == len(agents)  # one per node
     assert after["commands"] - before["commands"] == len(agents)
+    # A cluster pipeline would ask each node for the keys of every EVALSHA first.
+    assert _count_getkeys(cluster_admin) == getkeys_before
+
+
+def _count_getkeys(cluster_admin: RedisCluster) -> int:
+    total = 0
+    for node in cluster_admin.get_primaries():
+        stats = cluster_admin.get_redis_connection(node).info("commandstats")
+        total += int(stats.get("cmdstat_command|getkeys", {}).get("calls", 0))
+    return total
 
 
 def test_four_processes_lose_no_update_on_a_cluster(redis_cluster: str, key_prefix: str) -> None:
