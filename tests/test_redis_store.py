@@ -555,3 +555,28 @@ def test_no_password_leaks_whatever_its_characters(user: str, secret: str) -> No
     for text in (repr(store), str(store.describe()), str(caught.value), repr(caught.value)):
         assert secret not in text
         assert quoted not in text
+
+
+def test_big_batches_cross_the_scripts_chunk_size_with_few_commands(
+    redis_url: str, key_prefix: str
+) -> None:
+    store = make_store(redis_url, key_prefix, max_runs_per_agent=5000)
+    runs = [make_run("bulk", f"r{i}", end_ns=BASE_NS + i * 1_000_000) for i in range(1201)]
+    store.save_runs(runs)
+    assert [r.id for r in store.list_runs("bulk")] == [r.id for r in runs]
+    fields = {f"f{i}": Tally(i) for i in range(1201)}
+    hset_before = _server_calls(redis_url, "hset")
+    assert store.merge("bulk-1", [tally_delta("bulk", **fields)])
+    assert store.merge("bulk-2", [tally_delta("bulk", **fields)])
+    # Inside the scripts, writes go 500 fields at a time, not one command per field
+    # (the server is shared by the session: only a bound on the difference holds).
+    assert _server_calls(redis_url, "hset") - hset_before < 100
+    loaded = store.load_fields("bulk", "tally")
+    assert all(loaded[f"f{i}"] == Tally(2 * i) for i in range(1201))
+    store.close()
+
+
+def _server_calls(url: str, command: str) -> int:
+    with redis.Redis.from_url(url) as client:
+        stats = client.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))

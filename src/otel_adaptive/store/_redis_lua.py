@@ -81,9 +81,17 @@ if #problems > 0 and mode == 'replace' then
   -- The run hash and its index only make sense together.
   redis.call('DEL', KEYS[2], KEYS[3])
 end
-for i = 5, #ARGV, 3 do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
-  redis.call('ZADD', KEYS[3], ARGV[i + 1], ARGV[i])
+-- One HSET and one ZADD per 500 runs, not per run: commands do not grow with the batch.
+for first = 5, #ARGV, 1500 do
+  local fields, scores = {}, {}
+  for i = first, math.min(first + 1497, #ARGV - 2), 3 do
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 2]
+    scores[#scores + 1] = ARGV[i + 1]
+    scores[#scores + 1] = ARGV[i]
+  end
+  redis.call('HSET', KEYS[2], unpack(fields))
+  redis.call('ZADD', KEYS[3], unpack(scores))
 end
 local removed = 0
 if cutoff ~= '' then
@@ -225,25 +233,39 @@ for k = 5, #KEYS do
   end
   pos = pos + 3 * n
 end
+-- Fields are read and written 500 at a time (HMGET, HSET), not one command each.
 local conflicts = {}
 for _, spec in ipairs(specs) do
   local key = KEYS[spec[1]]
-  for p = spec[2], spec[2] + 3 * (spec[3] - 1), 3 do
-    local current = redis.call('HGET', key, ARGV[p])
-    local digest = ''
-    if current then digest = redis.sha1hex(current) end
-    if digest ~= ARGV[p + 1] then
-      conflicts[#conflicts + 1] = spec[1]
-      conflicts[#conflicts + 1] = ARGV[p]
-      conflicts[#conflicts + 1] = current
+  local last = spec[2] + 3 * (spec[3] - 1)
+  for first = spec[2], last, 1500 do
+    local names = {}
+    for p = first, math.min(first + 1497, last), 3 do names[#names + 1] = ARGV[p] end
+    local values = redis.call('HMGET', key, unpack(names))
+    for j = 1, #names do
+      local p = first + 3 * (j - 1)
+      local current = values[j]
+      local digest = ''
+      if current then digest = redis.sha1hex(current) end
+      if digest ~= ARGV[p + 1] then
+        conflicts[#conflicts + 1] = spec[1]
+        conflicts[#conflicts + 1] = ARGV[p]
+        conflicts[#conflicts + 1] = current
+      end
     end
   end
 end
 if #conflicts > 0 then return {2, problems, conflicts} end
 for _, spec in ipairs(specs) do
   local key = KEYS[spec[1]]
-  for p = spec[2], spec[2] + 3 * (spec[3] - 1), 3 do
-    redis.call('HSET', key, ARGV[p], ARGV[p + 2])
+  local last = spec[2] + 3 * (spec[3] - 1)
+  for first = spec[2], last, 1500 do
+    local pairs_ = {}
+    for p = first, math.min(first + 1497, last), 3 do
+      pairs_[#pairs_ + 1] = ARGV[p]
+      pairs_[#pairs_ + 1] = ARGV[p + 2]
+    end
+    redis.call('HSET', key, unpack(pairs_))
   end
 end
 redis.call('ZADD', KEYS[4], now, batch)
