@@ -13,6 +13,7 @@ per run are capped, idle traces are evicted, and everything dropped is counted.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -33,6 +34,8 @@ from otel_adaptive.records import (
 )
 
 _CALL_KINDS = frozenset({"llm", "tool"})
+#: Span times at or beyond this (in nanoseconds) are not times: OTLP carries 64 bits.
+_NS_LIMIT = 2**63
 #: Members of emitted runs remembered to recognise spans started under them.
 _REMEMBERED_MEMBERS = 65536
 
@@ -189,7 +192,7 @@ class RunAssembler:
             span_id=span.context.span_id,
             parent_id=parent.span_id if parent is not None else None,
             parent_is_remote=bool(parent is not None and parent.is_remote),
-            start_ns=span.start_time or 0,
+            start_ns=_as_ns(span.start_time, 0),
             name=self._cut(span.name),
         )
 
@@ -213,8 +216,8 @@ class RunAssembler:
         node.ended = True
         node.live = None
         node.name = self._cut(span.name)
-        node.start_ns = span.start_time or node.start_ns
-        node.end_ns = span.end_time or node.start_ns
+        node.start_ns = _as_ns(span.start_time, node.start_ns)
+        node.end_ns = _as_ns(span.end_time, node.start_ns)
         node.attributes = attributes
         node.scope = conventions.classify(
             attributes, span.name, name_heuristics=self._config.name_heuristics
@@ -528,6 +531,21 @@ def _tool_calls_from_tool_spans(calls: list[CallRecord]) -> list[CallRecord]:
                 count += 1
         filled[i] = msgspec.structs.replace(call, tool_call_count=count)
     return filled
+
+
+def _as_ns(value: object, fallback: int) -> int:
+    """A span time as int nanoseconds (OTLP's 64 bits); anything else is ``fallback``.
+
+    The SDK keeps whatever times it is given: a NaN, infinite or float time would
+    be stored in a run no later read can decode, and a NaN or astronomically large
+    one makes Redis (or the float conversion of its score) reject the whole write.
+    """
+    if type(value) is not int:  # rare: the SDK's own clock gives ints
+        if isinstance(value, float) and math.isfinite(value):
+            value = int(value)
+        elif not isinstance(value, int) or isinstance(value, bool):
+            return fallback
+    return int(value) if 0 < abs(value) < _NS_LIMIT else fallback
 
 
 def _first(a: Any, b: Any) -> Any:

@@ -46,6 +46,10 @@ _BACKOFF_MIN_SECONDS = 0.1
 _BACKOFF_MAX_SECONDS = 30.0
 #: Learned deltas waiting for the store, at most (each holds one batch).
 _MAX_PENDING_BATCHES = 1000
+#: Distinct fields one agent's learned state may hold per learner. Fields are keyed by
+#: names seen in spans (scope paths, tool groups): without a bound, names of unbounded
+#: cardinality would grow memory, Redis and the cost of every plan rebuild for ever.
+_MAX_FIELDS_PER_AGENT = 2048
 
 
 class FlushRequest:
@@ -67,6 +71,7 @@ class ExporterCounters:
     batches_merged: int = 0
     batches_deduplicated: int = 0
     batches_dropped_buffer_full: int = 0
+    learned_fields_dropped: int = 0
     learner_errors: int = 0
     store_errors: int = 0
     exporter_errors: int = 0
@@ -158,6 +163,9 @@ class Exporter:
                 self._cycle()
                 if self._stopping and not self._queue:
                     break
+            # Last chance before the process goes: take the runs the final housekeeping
+            # completed, and write now, even inside a back-off.
+            self._guard(self._after_batch, force_write=True)
         finally:
             detach(token)
 
@@ -241,11 +249,37 @@ class Exporter:
                 self._log_error(f"otel-adaptive learner {learner.name!r} failed")
                 continue
             for agent_id, fields in learned.items():
-                if fields:
-                    deltas.append(AgentDelta(agent_id, learner.name, fields))
+                admitted = self._admit(agent_id, learner.name, fields)
+                if admitted:
+                    deltas.append(AgentDelta(agent_id, learner.name, admitted))
         for delta in deltas:
             self._merge_local(delta)
         return deltas
+
+    def _admit(
+        self, agent_id: str, learner: str, fields: dict[str, Mergeable]
+    ) -> dict[str, Mergeable]:
+        """The fields the agent's state may take: known ones, new ones while it is not full.
+
+        Learners list a call's coarser fields (the trie's shallower nodes) first, so
+        what is dropped is the finest detail. Each process checks its own mirror,
+        refreshed from the store, so a fleet of P processes stores at most P times
+        the bound, and in practice little more than it.
+        """
+        state = self._mirror(agent_id, learner)
+        room = _MAX_FIELDS_PER_AGENT - len(state)
+        if len(fields) <= room:
+            return fields
+        admitted: dict[str, Mergeable] = {}
+        for key, value in fields.items():
+            if key in state:
+                admitted[key] = value
+            elif room > 0:
+                admitted[key] = value
+                room -= 1
+            else:
+                self.counters.learned_fields_dropped += 1
+        return admitted
 
     def _mirror(self, agent_id: str, learner: str) -> dict[str, Mergeable]:
         state = self._learned.get((agent_id, learner))

@@ -239,13 +239,19 @@ class AdaptiveSpanProcessor(SpanProcessor):
             self._store.close()
             return
         finished = self._exporter.stop(self._config.shutdown_timeout_millis / 1000.0)
-        unstored = self._exporter.pending_runs()
-        if not finished or unstored or self._queue:
+        counts = self._exporter.stats()
+        # Completed runs the store has not taken, whether buffered or still being learned.
+        unstored = (
+            counts["runs_completed"] - counts["runs_stored"] - counts["runs_dropped_buffer_full"]
+        )
+        unmerged = counts["batches_pending_store"]
+        if not finished or unstored or unmerged or self._queue:
             _logger.warning(
                 "otel-adaptive shut down before everything was stored: "
-                "%d events still queued, %d completed runs not stored",
+                "%d span events still queued, %d completed runs and %d learned batches not stored",
                 len(self._queue),
                 unstored,
+                unmerged,
             )
         if finished:
             self._store.close()
