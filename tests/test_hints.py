@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 from opentelemetry import trace
 
@@ -276,4 +277,21 @@ def test_agent_named_only_at_end_is_found_at_call_time_by_its_span_name() -> Non
     assert processor.store.agents() == ["Assistant"]
     assert hints is not None and hints.osl == 11
     assert hints.prefix_id == "Assistant-d2"
+    provider.shutdown()
+
+
+def test_learning_reaches_hints_without_a_flush() -> None:
+    # Plans are rebuilt at most every 0.2 s under load; without any flush they
+    # still reach the hints within a few exporter cycles.
+    provider, processor, tracer = make_processor(schedule_delay_millis=10)
+    with timed_span(tracer, "run", 0, 10, agent_attrs("unflushed")):
+        with timed_span(tracer, "chat m", 1, 5, LLM, end_attributes=usage(77)):
+            pass
+    deadline = time.monotonic() + 5
+    hints = None
+    while hints is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # waiting on the exporter's own schedule, not a flush
+        with timed_span(tracer, "run", 0, 10, agent_attrs("unflushed")):
+            hints = otel_adaptive.current_hints()
+    assert hints is not None and hints.osl == 77
     provider.shutdown()

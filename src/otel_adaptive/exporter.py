@@ -44,6 +44,8 @@ FLUSH = 2
 _WRITE_CHUNK = 500
 _BACKOFF_MIN_SECONDS = 0.1
 _BACKOFF_MAX_SECONDS = 30.0
+#: Shortest time between two rebuilds of the plans published for hints.
+_PUBLISH_INTERVAL_SECONDS = 0.2
 #: Learned deltas waiting for the store, at most (each holds one batch).
 _MAX_PENDING_BATCHES = 1000
 #: Distinct fields one agent's learned state may hold per learner. Fields are keyed by
@@ -111,6 +113,8 @@ class Exporter:
         self._retry_at = 0.0
         self._backoff = _BACKOFF_MIN_SECONDS
         self._next_refresh = 0.0
+        self._unpublished: set[str] = set()
+        self._next_publish = 0.0
         self._last_error_log = 0.0
         self._thread = threading.Thread(
             target=self._run, name="otel-adaptive-exporter", daemon=True
@@ -233,7 +237,15 @@ class Exporter:
             deltas = self._learn(runs)
             if deltas:
                 self._pending_deltas.append((self._batch_ids.next(), deltas))
-                self._publish({d.agent_id for d in deltas})
+                self._unpublished.update(d.agent_id for d in deltas)
+        # Rebuilding an agent's plan costs in proportion to all it learned, so under
+        # load it happens at most every _PUBLISH_INTERVAL_SECONDS, not every batch;
+        # a flush publishes at once, so flushed spans are always reflected in hints.
+        now = time.monotonic()
+        if self._unpublished and (force_write or now >= self._next_publish):
+            self._next_publish = now + _PUBLISH_INTERVAL_SECONDS
+            agents, self._unpublished = self._unpublished, set()
+            self._publish(agents)
         if runs or force_write:
             self._write_pending(force=force_write)
 
