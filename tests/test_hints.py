@@ -283,7 +283,7 @@ def test_agent_named_only_at_end_is_found_at_call_time_by_its_span_name() -> Non
 def test_learning_reaches_hints_without_a_flush() -> None:
     # Plans are rebuilt at most every 0.2 s under load; without any flush they
     # still reach the hints within a few exporter cycles.
-    provider, processor, tracer = make_processor(schedule_delay_millis=10)
+    provider, _, tracer = make_processor(schedule_delay_millis=10)
     with timed_span(tracer, "run", 0, 10, agent_attrs("unflushed")):
         with timed_span(tracer, "chat m", 1, 5, LLM, end_attributes=usage(77)):
             pass
