@@ -16,8 +16,9 @@ Caps, and where they are enforced:
   a call whose path would add one more is learned down to that node only
   (learn, see ``_BatchWidthGuard``). Across batches the stored state may hold
   more, so the view keeps the ``max_children`` busiest children of each node
-  (by any-index sample count, ties by name). A store-side cap would plug in
-  where deltas are merged; the learner cannot see stored state.
+  (by any-index sample count, ties by name). The exporter bounds the stored
+  state itself: an agent's learner keeps at most 2,048 fields, new ones beyond
+  that are dropped and counted (``learned_fields_dropped``).
 * name lengths are capped upstream, by the assembler.
 """
 
