@@ -190,7 +190,9 @@ class HintService:
         return base
 
     def _derive(self, parent: _Scope | None, span: Any) -> _Scope:
-        attributes = span.attributes
+        # One copy into a plain dict: every lookup that misses on the SDK's own
+        # attribute mapping raises and catches a KeyError, which costs microseconds.
+        attributes = dict(span.attributes or {})
         limit = self._config.max_name_length
         kind = conventions.classify(
             attributes, span.name, name_heuristics=self._config.name_heuristics
