@@ -169,7 +169,7 @@ class RunningStats:
             return RunningStats(
                 count=count, mean=mean, m2=m2, minimum=minimum, maximum=maximum, samples=samples
             )
-        digest = self._sketch().merge(other._sketch())
+        digest = _canonical(self._sketch().merge(other._sketch()))
         return RunningStats(
             count=count, mean=mean, m2=m2, minimum=minimum, maximum=maximum, digest=digest
         )
@@ -423,6 +423,18 @@ def _check_digest(state: _State, low: float, high: float) -> None:
         raise ValueError("running stats: digest weights disagree with count")
     if not math.isfinite(digest.sum):
         raise ValueError("running stats: digest sum must be finite")
+
+
+def _canonical(digest: TDigest) -> TDigest:
+    """The digest in the form it has after a save and a load.
+
+    A merge may leave more centroids than the budget; restoring such a digest
+    compresses it, so the one kept in memory would answer differently from the
+    one read back. Compressing right away keeps both the same.
+    """
+    if digest.n_centroids <= digest.max_centroids:
+        return digest
+    return TDigest.from_dict(digest.to_dict())
 
 
 def _restore_digest(state: _DigestState) -> TDigest:
