@@ -44,10 +44,6 @@ class PlanCache:
         """The agent's current plan (hot path: one attribute read and one lookup)."""
         return self._plans.get(agent_id)
 
-    def snapshot(self) -> Mapping[str, AgentPlan]:
-        """Every agent's current plan, as one consistent read-only mapping."""
-        return self._plans
-
     def publish(self, updated: Mapping[str, AgentPlan]) -> None:
         """Replace the plans of some agents; called by the exporter thread only."""
         if not updated:
@@ -55,8 +51,4 @@ class PlanCache:
         merged = dict(self._plans)
         merged.update(updated)
         self._plans = MappingProxyType(merged)
-        self._version += 1
-
-    def clear(self) -> None:
-        self._plans = _EMPTY
         self._version += 1
