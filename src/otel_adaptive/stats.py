@@ -17,6 +17,7 @@ percentiles are estimates anyway.
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 from collections.abc import Iterable
@@ -388,11 +389,11 @@ def _check_samples(state: _State, low: float, high: float) -> None:
         raise ValueError("running stats: exact summary needs exactly `count` samples")
     if samples[0] != low or samples[-1] != high:
         raise ValueError("running stats: samples disagree with min/max")
-    previous = low
-    for value in samples:
-        if not _accepts(value) or value < previous:
-            raise ValueError("running stats: samples must be sorted finite values")
-        previous = value
+    # Builtins do the loops (this runs for every value read back from a store): a sum
+    # is finite only without NaN or inf, and sorted values between the accepted
+    # min and max are all in range.
+    if not math.isfinite(sum(samples)) or list(samples) != sorted(samples):
+        raise ValueError("running stats: samples must be sorted finite values")
 
 
 def _check_digest(state: _State, low: float, high: float) -> None:
@@ -408,18 +409,20 @@ def _check_digest(state: _State, low: float, high: float) -> None:
     # Centroid means are weighted averages: after merges they may stray from min/max
     # and from each other's order by rounding, a few ulps. Only more than that is bad.
     slack = (abs(low) + abs(high)) * 1e-12 + 1e-300
-    total = 0.0
-    previous = low
-    for mean, weight in digest.centroids:
-        if not (
-            _accepts(mean)
-            and previous - slack <= mean <= high + slack
-            and 0.0 < weight <= state.count
-        ):
-            raise ValueError("running stats: invalid digest centroid")
-        previous = mean
-        total += weight
-    if not math.isclose(total, digest.mass, rel_tol=1e-12) or digest.mass != float(state.count):
+    means = [mean for mean, _ in digest.centroids]
+    weights = [weight for _, weight in digest.centroids]
+    if (
+        not math.isfinite(sum(means))
+        or min(means) < low - slack
+        or max(means) > high + slack
+        or (means != sorted(means) and not _nearly_sorted(means, slack))
+        or not min(weights) > 0.0
+        or max(weights) > state.count
+    ):
+        raise ValueError("running stats: invalid digest centroid")
+    if not math.isclose(sum(weights), digest.mass, rel_tol=1e-12) or digest.mass != float(
+        state.count
+    ):
         raise ValueError("running stats: digest weights disagree with count")
     if not math.isfinite(digest.sum):
         raise ValueError("running stats: digest sum must be finite")
@@ -435,6 +438,10 @@ def _canonical(digest: TDigest) -> TDigest:
     if digest.n_centroids <= digest.max_centroids:
         return digest
     return TDigest.from_dict(digest.to_dict())
+
+
+def _nearly_sorted(values: list[float], slack: float) -> bool:
+    return all(later >= earlier - slack for earlier, later in itertools.pairwise(values))
 
 
 def _restore_digest(state: _DigestState) -> TDigest:
