@@ -72,6 +72,10 @@ class _Node:
     waiting_until: float | None = None  # an ended run root waiting for open calls beneath
 
 
+#: A node of a subtree and the scope path above it.
+_Member = tuple[_Node, tuple[str, ...]]
+
+
 @dataclass(slots=True)
 class _Trace:
     nodes: dict[int, _Node] = field(default_factory=dict)
@@ -133,10 +137,15 @@ class RunAssembler:
         if node.detached:
             self.counters.late_spans += 1
             self._forget(trace, node)
-        elif self._is_run_root(trace, node):
-            self._emit_or_wait(context.trace_id, trace, node)
-        elif self._is_local_root(node):
-            self._discard_subtree(trace, node)
+        elif node.scope == "agent" or self._is_local_root(node):
+            # A possible run root: walk what is beneath it once, for every decision.
+            members = list(self._subtree(trace, node))
+            if self._is_run_root(trace, node, members):
+                self._emit_or_wait(context.trace_id, trace, node, members)
+            elif self._is_local_root(node):
+                self._discard_subtree(trace, node)
+            elif self._waiting:
+                self._emit_if_closed(context.trace_id, trace, node)
         elif self._waiting:
             self._emit_if_closed(context.trace_id, trace, node)
         if not trace.nodes:
@@ -266,12 +275,12 @@ class RunAssembler:
             or node.parent_id == node.span_id
         )
 
-    def _is_run_root(self, trace: _Trace, node: _Node) -> bool:
+    def _is_run_root(self, trace: _Trace, node: _Node, members: list[_Member]) -> bool:
         if node.contains_run:
             return False
         if (
             node.scope == "agent"
-            and self._has_calls(trace, node)
+            and any(n.ended and n.scope in _CALL_KINDS and n is not node for n, _ in members)
             and not any(self._current_scope(a) == "agent" for a in self._ancestors(trace, node))
         ):
             return True
@@ -279,18 +288,14 @@ class RunAssembler:
         # one with no call beneath it stays part of the run around it.
         return self._config.run_root == "agent_or_root" and self._is_local_root(node)
 
-    def _has_calls(self, trace: _Trace, root: _Node) -> bool:
-        return any(
-            node.ended and node.scope in _CALL_KINDS and node is not root
-            for node, _ in self._subtree(trace, root)
-        )
-
     # --- emitting runs ----------------------------------------------------------------------
 
-    def _emit_or_wait(self, trace_id: int, trace: _Trace, root: _Node) -> None:
+    def _emit_or_wait(
+        self, trace_id: int, trace: _Trace, root: _Node, members: list[_Member]
+    ) -> None:
         grace = self._config.run_grace_seconds
-        if grace <= 0 or all(n.ended for n, _ in self._subtree(trace, root)):
-            self._emit(trace_id, trace, root)
+        if grace <= 0 or all(n.ended for n, _ in members):
+            self._emit(trace_id, trace, root, members)
             return
         # A call is still open beneath the ended root (typically a stream read after
         # its parent ended): the run waits for it, within the grace time.
@@ -332,16 +337,18 @@ class RunAssembler:
     def _scope_of(node: _Node) -> ScopeType:
         return node.scope if node.ended else "unknown"
 
-    def _emit(self, trace_id: int, trace: _Trace, root: _Node) -> None:
+    def _emit(
+        self, trace_id: int, trace: _Trace, root: _Node, members: list[_Member] | None = None
+    ) -> None:
         if root.waiting_until is not None:
             root.waiting_until = None
             self._waiting.pop(root.span_id, None)
+        if members is None:
+            members = list(self._subtree(trace, root))
         calls: list[CallRecord] = []
         nested_in_llm: set[int] = set()
         first_agent: _Node | None = None  # the first agent span beneath the root
-        members: list[_Node] = []
-        for node, path in self._subtree(trace, root):
-            members.append(node)
+        for node, path in members:
             if not node.ended:
                 continue
             if (
@@ -374,8 +381,9 @@ class RunAssembler:
         self.counters.runs_completed += 1
         for ancestor in self._ancestors(trace, root):
             ancestor.contains_run = True
-        self._remember_emitted(trace_id, members)
-        self._remove_members(trace, members)
+        nodes = [member for member, _ in members]
+        self._remember_emitted(trace_id, nodes)
+        self._remove_members(trace, nodes)
 
     def _remember_emitted(self, trace_id: int, members: list[_Node]) -> None:
         emitted = self._emitted_members
