@@ -26,6 +26,19 @@ from typing import Any
 #: Suffix the server appends to the requested model, as OpenAI answers with a dated
 #: snapshot name: tests can tell the response model from the request model.
 RESPONSE_MODEL_SUFFIX = "-2025-01-01"
+
+# What every scenario asks of the fake model, and the model name it answers with.
+MODEL = "fake-gpt"
+SERVED_MODEL = MODEL + RESPONSE_MODEL_SUFFIX
+CHAT_TOOLS: list[Any] = [
+    {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+    for name in ("get_weather", "get_time")
+]
+RESPONSE_TOOLS: list[Any] = [
+    {"type": "function", "name": name, "parameters": {"type": "object"}}
+    for name in ("get_weather", "get_time")
+]
+MESSAGES: list[Any] = [{"role": "user", "content": "Weather and time in Paris?"}]
 _CREATED = 1_700_000_000
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from conformance_helpers import Harness, group, llm, require, summarise, tool
-from fake_openai_server import RESPONSE_MODEL_SUFFIX, FakeOpenAIServer, text, tools
+from fake_openai_server import MODEL, SERVED_MODEL, FakeOpenAIServer, text, tools
 
 require("langchain_core", "langchain_openai", "openinference.instrumentation.langchain")
 
@@ -30,8 +30,6 @@ from langchain_core.tools import tool as as_tool  # noqa: E402
 from langchain_openai import ChatOpenAI  # noqa: E402
 from openinference.instrumentation.langchain import LangChainInstrumentor  # noqa: E402
 
-MODEL = "fake-gpt"
-SERVED_MODEL = MODEL + RESPONSE_MODEL_SUFFIX
 AGENT = "research_agent"
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from conformance_helpers import Harness, group, llm, require, summarise, tool
-from fake_openai_server import RESPONSE_MODEL_SUFFIX, FakeOpenAIServer, Reply, text, tools
+from fake_openai_server import MODEL, SERVED_MODEL, FakeOpenAIServer, Reply, text, tools
 
 require(
     "agents", "openinference.instrumentation.openai_agents", "openinference.instrumentation.openai"
@@ -40,8 +40,6 @@ from openinference.instrumentation.openai_agents import OpenAIAgentsInstrumentor
 import otel_adaptive  # noqa: E402
 from otel_adaptive import AgentHints  # noqa: E402
 
-MODEL = "fake-gpt"
-SERVED_MODEL = MODEL + RESPONSE_MODEL_SUFFIX
 AGENT = "Assistant"
 WORKFLOW = "weather-flow"
 TURN_PATH = (WORKFLOW, WORKFLOW, AGENT, "turn")

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from conformance_helpers import SERVICE_NAME, CallSummary, Harness, llm, require, summarise
-from fake_openai_server import RESPONSE_MODEL_SUFFIX, FakeOpenAIServer, text, tools
+from fake_openai_server import (
+    CHAT_TOOLS,
+    MESSAGES,
+    MODEL,
+    SERVED_MODEL,
+    FakeOpenAIServer,
+    text,
+    tools,
+)
 
 require("openai", "opentelemetry.instrumentation.openai_v2")
 
@@ -22,14 +29,7 @@ from openai import OpenAI  # noqa: E402
 from opentelemetry.instrumentation import _semconv  # noqa: E402
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor  # noqa: E402
 
-MODEL = "fake-gpt"
-SERVED_MODEL = MODEL + RESPONSE_MODEL_SUFFIX
 LLM_NAME = f"chat {MODEL}"
-TOOL_SCHEMAS: list[Any] = [
-    {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
-    for name in ("get_weather", "get_time")
-]
-MESSAGES: list[Any] = [{"role": "user", "content": "Weather and time in Paris?"}]
 
 LEGACY = "legacy"
 CONTENT = "experimental-with-content"
@@ -69,11 +69,11 @@ def _make_three_calls(client: OpenAI, server: FakeOpenAIServer) -> None:
         tools("get_weather", input_tokens=12, output_tokens=23),
         text("sunny", input_tokens=13, output_tokens=24),
     )
-    client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=TOOL_SCHEMAS)
+    client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=CHAT_TOOLS)
     stream = client.chat.completions.create(
         model=MODEL,
         messages=MESSAGES,
-        tools=TOOL_SCHEMAS,
+        tools=CHAT_TOOLS,
         stream=True,
         stream_options={"include_usage": True},
     )

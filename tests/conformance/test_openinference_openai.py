@@ -9,28 +9,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from conformance_helpers import SERVICE_NAME, CallSummary, Harness, llm, require, summarise
-from fake_openai_server import RESPONSE_MODEL_SUFFIX, FakeOpenAIServer, text, tools
+from fake_openai_server import (
+    CHAT_TOOLS,
+    MESSAGES,
+    MODEL,
+    RESPONSE_TOOLS,
+    SERVED_MODEL,
+    FakeOpenAIServer,
+    text,
+    tools,
+)
 
 require("openai", "openinference.instrumentation.openai")
 
 from openai import AsyncOpenAI, OpenAI  # noqa: E402
 from openinference.instrumentation.openai import OpenAIInstrumentor  # noqa: E402
-
-MODEL = "fake-gpt"
-SERVED_MODEL = MODEL + RESPONSE_MODEL_SUFFIX
-CHAT_TOOLS: list[Any] = [
-    {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
-    for name in ("get_weather", "get_time")
-]
-RESPONSE_TOOLS: list[Any] = [
-    {"type": "function", "name": name, "parameters": {"type": "object"}}
-    for name in ("get_weather", "get_time")
-]
-MESSAGES: list[Any] = [{"role": "user", "content": "Weather and time in Paris?"}]
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ Current OpenLLMetry releases write GenAI attributes (``gen_ai.usage.*``,
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from conformance_helpers import (
@@ -19,7 +18,16 @@ from conformance_helpers import (
     restoring_class_attributes,
     summarise,
 )
-from fake_openai_server import RESPONSE_MODEL_SUFFIX, FakeOpenAIServer, text, tools
+from fake_openai_server import (
+    CHAT_TOOLS,
+    MESSAGES,
+    MODEL,
+    RESPONSE_TOOLS,
+    SERVED_MODEL,
+    FakeOpenAIServer,
+    text,
+    tools,
+)
 
 require("openai", "opentelemetry.instrumentation.openai")
 
@@ -28,18 +36,6 @@ from opentelemetry.instrumentation.openai import OpenAIInstrumentor  # noqa: E40
 
 # Its Responses wrapper uses a pydantic v1-style config class; not our concern here.
 pytestmark = pytest.mark.filterwarnings("ignore:Support for class-based `config`")
-
-MODEL = "fake-gpt"
-SERVED_MODEL = MODEL + RESPONSE_MODEL_SUFFIX
-CHAT_TOOLS: list[Any] = [
-    {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
-    for name in ("get_weather", "get_time")
-]
-RESPONSE_TOOLS: list[Any] = [
-    {"type": "function", "name": name, "parameters": {"type": "object"}}
-    for name in ("get_weather", "get_time")
-]
-MESSAGES: list[Any] = [{"role": "user", "content": "Weather and time in Paris?"}]
 
 
 @pytest.fixture(params=["content", "no-content"])
