@@ -125,9 +125,6 @@ class Exporter:
     def start(self) -> None:
         self._thread.start()
 
-    def wake(self) -> None:
-        self._wake.set()
-
     @property
     def wake_event(self) -> threading.Event:
         return self._wake

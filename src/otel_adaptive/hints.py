@@ -134,20 +134,6 @@ class HintService:
 
     # --- call sites ---------------------------------------------------------------------------
 
-    def call_site(self, span: object | None = None) -> CallSite | None:
-        """The call site of an LLM call made under ``span`` (default: the current span)."""
-        entry = self._entry(trace.get_current_span() if span is None else span)
-        place = None if entry is None else entry[2]
-        if place is None:
-            return None
-        return CallSite(
-            agent_id=place.agent_id,
-            path=place.path,
-            call_index=self._llm_calls_under(place.parent_span_id) + 1,
-            parent_span_id=place.parent_span_id,
-            manual_sensitivity=place.manual_sensitivity,
-        )
-
     def _entry(self, current: Any) -> list[Any] | None:
         """``[generation, scope, place, memo]`` for the span, resolved once per open span.
 
