@@ -220,28 +220,37 @@ def test_readers_never_block_while_the_exporter_publishes() -> None:
     provider, processor, tracer = make_processor(schedule_delay_millis=1)
     stop = threading.Event()
     errors: list[BaseException] = []
+    served = [0] * 4
 
-    def reader() -> None:
+    def reader(index: int) -> None:
         try:
             while not stop.is_set():
                 with timed_span(tracer, "run", 0, 10, agent_attrs("busy")):
                     hints = otel_adaptive.current_hints()
-                    assert hints is None or hints.total_requests >= 1
+                if hints is not None:
+                    # Every call ever learned produced 5 tokens and was alone in its
+                    # run: any snapshot, however fresh, must say exactly that.
+                    assert (hints.osl, hints.total_requests) == (5, 1), hints
+                    served[index] += 1
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=reader) for _ in range(4)]
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     for _ in range(200):
         with timed_span(tracer, "run", 0, 10, agent_attrs("busy")):
             with timed_span(tracer, "chat m", 1, 5, LLM, end_attributes=usage(5)):
                 pass
-    processor.force_flush(5000)
+    assert processor.force_flush(5000)  # publishes: from now on every lookup is served
+    deadline = time.monotonic() + 10
+    while min(served) == 0 and not errors and time.monotonic() < deadline:
+        time.sleep(0.01)  # the readers are busy-looping; give each one a turn
     stop.set()
     for t in threads:
         t.join()
     assert errors == []
+    assert min(served) > 0
     assert processor.stats()["hot_path_errors"] == 0
     provider.shutdown()
 
