@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -106,7 +106,9 @@ class Exporter:
         self._wake = threading.Event()
         self._stopping = False
         self._batch_ids = _BatchIds()
-        # Local mirror of learned state: hints keep improving while the store is away.
+        # Local mirror of a shared store's learned state: hints keep improving while
+        # the store is away. A private (in-process) store needs none.
+        self._private = not store.shared
         self._learned: dict[tuple[str, str], dict[str, Mergeable]] = {}
         self._pending_runs: deque[RunRecord] = deque()
         self._pending_deltas: deque[tuple[str, list[AgentDelta]]] = deque()
@@ -235,6 +237,8 @@ class Exporter:
             if deltas:
                 self._pending_deltas.append((self._batch_ids.next(), deltas))
                 self._unpublished.update(d.agent_id for d in deltas)
+        if runs or force_write:
+            self._write_pending(force=force_write)
         # Rebuilding an agent's plan costs in proportion to all it learned, so under
         # load it happens at most every _PUBLISH_INTERVAL_SECONDS, not every batch;
         # a flush publishes at once, so flushed spans are always reflected in hints.
@@ -243,8 +247,6 @@ class Exporter:
             self._next_publish = now + _PUBLISH_INTERVAL_SECONDS
             agents, self._unpublished = self._unpublished, set()
             self._publish(agents)
-        if runs or force_write:
-            self._write_pending(force=force_write)
 
     # --- learning -----------------------------------------------------------------------------
 
@@ -291,6 +293,10 @@ class Exporter:
         return admitted
 
     def _mirror(self, agent_id: str, learner: str) -> dict[str, Mergeable]:
+        if self._private:
+            # Only this process writes a private store, right after learning: it is
+            # the state itself, and a second copy here would double memory and merges.
+            return self._store.load_fields(agent_id, learner)
         state = self._learned.get((agent_id, learner))
         if state is None:
             try:
@@ -302,6 +308,8 @@ class Exporter:
         return state
 
     def _merge_local(self, delta: AgentDelta) -> None:
+        if self._private:
+            return  # the store merges it when the batch is written
         state = self._mirror(delta.agent_id, delta.learner)
         for key, value in delta.fields.items():
             current = state.get(key)
@@ -313,7 +321,10 @@ class Exporter:
             trie: TrieView | None = None
             plan: ExecutionPlan | None = None
             for learner in self._learners:
-                fields = self._learned.get((agent_id, learner.name))
+                if self._private:
+                    fields: Mapping[str, Mergeable] | None = self._mirror(agent_id, learner.name)
+                else:
+                    fields = self._learned.get((agent_id, learner.name))
                 if fields is None:
                     continue
                 view = learner.view(agent_id, fields)
@@ -388,6 +399,10 @@ class Exporter:
     def refresh(self) -> None:
         """Reload learned state from the store and republish every agent's plan."""
         agents = set(self._store.agents())
+        if self._private:  # nothing to reload: the store is this process's own state
+            self.counters.refreshes += 1
+            self._publish(agents)
+            return
         agents.update(agent for agent, _ in self._learned)
         unwritten = [delta for _, deltas in self._pending_deltas for delta in deltas]
         for agent_id in agents:
