@@ -39,6 +39,23 @@ RESPONSE_TOOLS: list[Any] = [
     for name in ("get_weather", "get_time")
 ]
 MESSAGES: list[Any] = [{"role": "user", "content": "Weather and time in Paris?"}]
+
+
+def chat_calls(client: Any) -> None:
+    """The chat scenario: a plain call with tools, a stream with usage, a stream without."""
+    client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=CHAT_TOOLS)
+    for _ in client.chat.completions.create(
+        model=MODEL,
+        messages=MESSAGES,
+        tools=CHAT_TOOLS,
+        stream=True,
+        stream_options={"include_usage": True},
+    ):
+        pass
+    for _ in client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True):
+        pass
+
+
 _CREATED = 1_700_000_000
 
 

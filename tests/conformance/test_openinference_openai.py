@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import pytest
 from conformance_helpers import SERVICE_NAME, CallSummary, Harness, llm, require, summarise
 from fake_openai_server import (
-    CHAT_TOOLS,
     MESSAGES,
     MODEL,
     RESPONSE_TOOLS,
     SERVED_MODEL,
     FakeOpenAIServer,
+    chat_calls,
     text,
     tools,
 )
@@ -50,17 +50,7 @@ def _chat_calls(client: OpenAI, server: FakeOpenAIServer) -> None:
         tools("get_weather", input_tokens=12, output_tokens=23),
         text("sunny", input_tokens=13, output_tokens=24),
     )
-    client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=CHAT_TOOLS)
-    for _ in client.chat.completions.create(
-        model=MODEL,
-        messages=MESSAGES,
-        tools=CHAT_TOOLS,
-        stream=True,
-        stream_options={"include_usage": True},
-    ):
-        pass
-    for _ in client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True):
-        pass
+    chat_calls(client)
 
 
 def _expected_chat(path: tuple[str, ...]) -> list[CallSummary]:

@@ -19,12 +19,11 @@ from conformance_helpers import (
     summarise,
 )
 from fake_openai_server import (
-    CHAT_TOOLS,
-    MESSAGES,
     MODEL,
     RESPONSE_TOOLS,
     SERVED_MODEL,
     FakeOpenAIServer,
+    chat_calls,
     text,
     tools,
 )
@@ -82,17 +81,7 @@ def test_chat_and_responses_calls_in_an_application_span(
         tools("get_weather", "get_time", input_tokens=14, output_tokens=25),
     )
     with harness.app_span("handle-request"):
-        client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=CHAT_TOOLS)
-        for _ in client.chat.completions.create(
-            model=MODEL,
-            messages=MESSAGES,
-            tools=CHAT_TOOLS,
-            stream=True,
-            stream_options={"include_usage": True},
-        ):
-            pass
-        for _ in client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True):
-            pass
+        chat_calls(client)
         client.responses.create(model=MODEL, input="Weather?", tools=RESPONSE_TOOLS)
 
     path = ("handle-request",)
