@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -253,6 +254,102 @@ def test_replaying_into_redis_keeps_the_runs_and_a_second_replay_does_not_duplic
     assert status == 0
     assert inspected["runs"]["count"] == 3  # run ids come from trace and root span ids
     assert inspected["plan"]["groups"][0]["tool_names"] == ["lookup", "search"]
+
+
+def _replay_in_a_new_process(*argv: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_ADAPTIVE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "otel_adaptive.cli", "replay", *argv, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        check=False,
+    )
+
+
+def test_replaying_the_same_spans_twice_in_two_processes_leaves_learned_state_unchanged(
+    capsys: pytest.CaptureFixture[str], redis_url: str, key_prefix: str
+) -> None:
+    store = ("--redis-url", redis_url, "--key-prefix", key_prefix)
+    first = _replay_in_a_new_process(str(MIXED), str(CONSOLE), *store)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["runs_already_learned"] == 0
+    def inspected(agent: str) -> dict[str, Any]:
+        document = run_json(capsys, "inspect", "--agent", agent, *store)[1]
+        document["trie"] = without_timestamp(document["trie"])  # when inspect rendered it
+        return document
+
+    inspected_once = {agent: inspected(agent) for agent in ("replay-agent", "batch-svc")}
+    second = _replay_in_a_new_process(str(MIXED), str(CONSOLE), *store)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["runs_already_learned"] == 5
+    for agent, once in inspected_once.items():
+        assert inspected(agent) == once
+    root = inspected_once["replay-agent"]["trie"]["root"]["predictions_any_index"]
+    assert root["remaining_calls"]["sample_count"] == 3 * 2  # two LLM calls in each of 3 runs
+    status, out, _ = run_cli(capsys, "replay", str(MIXED), *store)
+    assert status == 0 and "3 of these runs had been learned before" in out
+
+
+def test_replay_reads_gzip_files_whatever_their_name(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    compressed = tmp_path / "traces.jsonl.gz"
+    compressed.write_bytes(gzip.compress(MIXED.read_bytes()))
+    renamed = tmp_path / "traces.otlp"
+    renamed.write_bytes(compressed.read_bytes())
+    for path in (compressed, renamed):
+        status, document = run_json(capsys, "replay", str(path))
+        assert status == 0
+        assert document["spans_read"] == 15
+        assert document["runs_learned"] == {"replay-agent": 3}
+        assert [r["line"] for r in document["rejected"]] == [2, 4, 6]
+
+
+def test_a_truncated_gzip_file_is_reported_and_what_came_before_is_learned(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = gzip.compress(MIXED.read_bytes() * 20)
+    truncated = tmp_path / "cut.jsonl.gz"
+    truncated.write_bytes(data[: len(data) - 40])
+    status, document = run_json(capsys, "replay", str(truncated))
+    assert status == 0
+    assert document["runs_learned"] == {"replay-agent": 3}
+    assert any(
+        r["line"] == 0 and "cannot read the file" in r["reason"] for r in document["rejected"]
+    )
+
+
+def test_a_malformed_line_in_the_middle_is_reported_by_number_and_the_rest_is_learned(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    good = [line for line in MIXED.read_text(encoding="utf-8").splitlines() if '"a00' in line]
+    assert len(good) == 3  # one OTLP request line per run
+    path = tmp_path / "middle.jsonl"
+    path.write_text("\n".join([good[0], '{"resourceSpans": [{"oops"', *good[1:]]) + "\n")
+    status, document = run_json(capsys, "replay", str(path))
+    assert status == 0
+    assert [(r["line"], r["reason"][:14]) for r in document["rejected"]] == [
+        (2, "not valid JSON")
+    ]
+    assert document["runs_learned"] == {"replay-agent": 3}
+
+
+def test_replay_shows_a_progress_bar_on_a_terminal_and_nothing_extra_otherwise(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    status, out, err = run_cli(capsys, "replay", str(MIXED))
+    assert status == 0 and err == ""
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich: treat standard error as a terminal
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    status, document = run_json(capsys, "replay", str(MIXED))
+    assert status == 0 and document["runs_learned"] == {"replay-agent": 3}
+    assert capsys.readouterr().err == ""  # --json: no bar
+    status, out, err = run_cli(capsys, "replay", str(MIXED))
+    assert status == 0
+    assert "spans (" in err and "/s)" in err and "runs (" in err
+    assert "Read 15 spans" in out
 
 
 def test_replay_reports_an_unreachable_redis(capsys: pytest.CaptureFixture[str]) -> None:

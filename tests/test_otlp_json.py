@@ -18,7 +18,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from otel_adaptive import AdaptiveConfig, AdaptiveSpanProcessor
-from otel_adaptive.otlp_json import SpanReader, read_files, replay_spans
+from otel_adaptive.otlp_json import SpanReader, read_files
+from otel_adaptive.replay import replay_spans
 
 MS = 1_000_000
 T0 = 1_700_000_000_000_000_000

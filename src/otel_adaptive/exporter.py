@@ -94,8 +94,11 @@ class Exporter:
         learners: Sequence[Learner],
         cache: PlanCache,
         forget_spans: Callable[[list[int]], None],
+        *,
+        per_run_batches: bool = False,
     ) -> None:
         self._config = config
+        self._per_run_batches = per_run_batches
         self._queue = queue
         self._store = store
         self._learners = list(learners)
@@ -233,10 +236,11 @@ class Exporter:
         runs = self._assembler.take_completed()
         if runs:
             self._pending_runs.extend(runs)
-            deltas = self._learn(runs)
-            if deltas:
-                self._pending_deltas.append((self._batch_ids.next(), deltas))
-                self._unpublished.update(d.agent_id for d in deltas)
+            for batch_id, batch in self._batches(runs):
+                deltas = self._learn(batch)
+                if deltas:
+                    self._pending_deltas.append((batch_id, deltas))
+                    self._unpublished.update(d.agent_id for d in deltas)
         if runs or force_write:
             self._write_pending(force=force_write)
         # Rebuilding an agent's plan costs in proportion to all it learned, so under
@@ -249,6 +253,16 @@ class Exporter:
             self._publish(agents)
 
     # --- learning -----------------------------------------------------------------------------
+
+    def _batches(self, runs: list[RunRecord]) -> list[tuple[str, list[RunRecord]]]:
+        """The merge batches of ``runs``: one, or one per run under an id of that run.
+
+        A batch id derived from the run makes learning idempotent: whichever process
+        feeds the same run again (a second replay of a file), the store skips it.
+        """
+        if not self._per_run_batches:
+            return [(self._batch_ids.next(), runs)]
+        return [(run_batch_id(run), [run]) for run in runs]
 
     def _learn(self, runs: list[RunRecord]) -> list[AgentDelta]:
         deltas: list[AgentDelta] = []
@@ -420,6 +434,11 @@ class Exporter:
         if now - self._last_error_log >= 10.0:
             self._last_error_log = now
             _logger.warning(message, exc_info=traceback)
+
+
+def run_batch_id(run: RunRecord) -> str:
+    """The merge batch id of what ``run`` alone taught (the same in every process)."""
+    return f"run:{run.agent_id}:{run.id}"
 
 
 class _BatchIds:

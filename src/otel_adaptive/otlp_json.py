@@ -1,4 +1,4 @@
-"""Read exported traces as JSON and replay them through an :class:`AdaptiveSpanProcessor`.
+"""Read exported traces as JSON: spans for :mod:`otel_adaptive.replay`.
 
 Two input shapes are understood, and a file may mix them:
 
@@ -22,23 +22,25 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
+import gzip
+import io
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, BinaryIO, Final, TextIO, cast
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 
-from otel_adaptive.processor import AdaptiveSpanProcessor
+from otel_adaptive._json_stream import JsonRecords
 
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
@@ -89,7 +91,9 @@ class Rejection:
 
 
 @dataclass(slots=True)
-class _SpanData:
+class SpanData:
+    """One span as read, before it becomes a ReadableSpan."""
+
     name: str
     trace_id: int
     span_id: int
@@ -113,70 +117,59 @@ class SpanReader:
     belongs to another service (as a live processor in that service would see it).
     """
 
-    def __init__(self) -> None:
-        self._spans: list[_SpanData] = []
+    def __init__(self, on_span: Callable[[SpanData], None] | None = None) -> None:
+        self._spans: list[SpanData] = []
+        self._on_span = self._spans.append if on_span is None else on_span
         self.rejections: list[Rejection] = []
         self.records_read = 0
         """Top-level JSON values read (accepted or not)."""
+        self.span_count = 0
+        """Spans accepted."""
         self.attributes_skipped = 0
         """Attribute values with no span-attribute equivalent (maps, bytes, mixed arrays)."""
 
-    @property
-    def span_count(self) -> int:
-        return len(self._spans)
+    def read_file(
+        self, path: str | Path, on_record: Callable[[int], None] | None = None
+    ) -> None:
+        """Read one file (gzip-compressed or not); an unreadable file is one rejection.
 
-    def read_file(self, path: str | Path) -> None:
-        """Read one file; an unreadable file is one rejection (line 0)."""
+        ``on_record`` is called after each record with the bytes of the file read so far.
+        """
         source = str(path)
         try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            self.rejections.append(Rejection(source, 0, f"cannot read the file: {exc.strerror}"))
-            return
-        self.read_text(data.decode("utf-8", errors="replace"), source)
+            with open_input(path) as (stream, bytes_read):
+                done = None if on_record is None else lambda: on_record(bytes_read())
+                self.read_stream(stream, source, done)
+        except (OSError, EOFError) as exc:  # also a truncated or corrupt gzip file
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            self.rejections.append(Rejection(source, 0, f"cannot read the file: {reason}"))
 
     def read_text(self, text: str, source: str = "<text>") -> None:
         """Read every JSON value in ``text``; values may span lines (pretty-printed)."""
-        for line, value, error in _json_values(text):
-            self.records_read += 1
-            if error is not None:
-                self.rejections.append(Rejection(source, line, error))
-                continue
-            for where, problem in self._read_value(value):
+        self.read_stream(io.StringIO(text), source)
+
+    def read_stream(
+        self, stream: TextIO, source: str, on_record: Callable[[], None] | None = None
+    ) -> None:
+        """Read every JSON value of ``stream``, holding only a bounded part of it."""
+        for record in JsonRecords(stream):
+            if record.element is None or record.element == 0:
+                self.records_read += 1
+            if record.error is not None:
+                problems = [("" if record.element is None else f"[{record.element}]", record.error)]
+            elif record.element is None:
+                problems = self._read_value(record.value)
+            else:
+                problems = self._read_array_item(record.element, record.value)
+            for where, problem in problems:
                 prefix = f"{where}: " if where else ""
-                self.rejections.append(Rejection(source, line, prefix + problem))
+                self.rejections.append(Rejection(source, record.line, prefix + problem))
+            if on_record is not None:
+                on_record()
 
     def spans(self) -> list[ReadableSpan]:
-        """Every accepted span, in input order."""
-        services = {(span.trace_id, span.span_id): _service(span.resource) for span in self._spans}
-        built: list[ReadableSpan] = []
-        for span in self._spans:
-            parent: SpanContext | None = None
-            if span.parent_id is not None:
-                remote = span.parent_remote
-                if remote is None:
-                    key = (span.trace_id, span.parent_id)
-                    remote = key not in services or services[key] != _service(span.resource)
-                parent = SpanContext(
-                    span.trace_id, span.parent_id, is_remote=remote, trace_flags=_SAMPLED
-                )
-            built.append(
-                ReadableSpan(
-                    name=span.name,
-                    context=SpanContext(
-                        span.trace_id, span.span_id, is_remote=False, trace_flags=_SAMPLED
-                    ),
-                    parent=parent,
-                    resource=span.resource,
-                    attributes=span.attributes,
-                    kind=span.kind,
-                    status=span.status,
-                    start_time=span.start_ns,
-                    end_time=span.end_ns,
-                    instrumentation_scope=span.scope,
-                )
-            )
-        return built
+        """Every accepted span, in input order (when no ``on_span`` took them)."""
+        return build_spans(self._spans)
 
     # --- one top-level JSON value -------------------------------------------------------------
 
@@ -255,83 +248,71 @@ class SpanReader:
             problems.extend(self._keep(f"{where}.spans[{index}]", build))
         return problems
 
-    def _keep(self, where: str, build: Callable[[], _SpanData]) -> list[tuple[str, str]]:
+    def _keep(self, where: str, build: Callable[[], SpanData]) -> list[tuple[str, str]]:
         try:
             span = build()
         except _Bad as exc:
             return [(where, str(exc))]
         except (ValueError, TypeError, OverflowError) as exc:  # belt and braces: never raise
             return [(where, f"unreadable span ({type(exc).__name__}: {exc})")]
-        self._spans.append(span)
+        self.span_count += 1
+        self._on_span(span)
         return []
 
 
 _SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
 _EMPTY_RESOURCE: Final = Resource({})
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+
+
+@contextmanager
+def open_input(path: str | Path) -> Iterator[tuple[TextIO, Callable[[], int]]]:
+    """``path`` as text, decompressed when it is gzip data (whatever its name), and a
+    function giving the bytes of the file read so far."""
+    with Path(path).open("rb") as raw:
+        compressed = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+        binary = cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb")) if compressed else raw
+        with io.TextIOWrapper(binary, encoding="utf-8", errors="replace") as text:
+            yield text, raw.tell
+
+
+def build_spans(datas: Sequence[SpanData]) -> list[ReadableSpan]:
+    """The spans of ``datas``; a parent is remote when ``datas`` lack it or it is of another
+    service (unless the input's flags said)."""
+    services = {(span.trace_id, span.span_id): _service(span.resource) for span in datas}
+    built: list[ReadableSpan] = []
+    for span in datas:
+        parent: SpanContext | None = None
+        if span.parent_id is not None:
+            remote = span.parent_remote
+            if remote is None:
+                key = (span.trace_id, span.parent_id)
+                remote = key not in services or services[key] != _service(span.resource)
+            parent = SpanContext(
+                span.trace_id, span.parent_id, is_remote=remote, trace_flags=_SAMPLED
+            )
+        built.append(
+            ReadableSpan(
+                name=span.name,
+                context=SpanContext(
+                    span.trace_id, span.span_id, is_remote=False, trace_flags=_SAMPLED
+                ),
+                parent=parent,
+                resource=span.resource,
+                attributes=span.attributes,
+                kind=span.kind,
+                status=span.status,
+                start_time=span.start_ns,
+                end_time=span.end_ns,
+                instrumentation_scope=span.scope,
+            )
+        )
+    return built
 
 
 def _service(resource: Resource) -> object:
     return resource.attributes.get("service.name")
-
-
-# --- splitting a text into JSON values ------------------------------------------------------
-
-_DECODER: Final = json.JSONDecoder()
-
-
-def _json_values(text: str) -> Iterable[tuple[int, object, str | None]]:
-    """(line, value, error) for each top-level JSON value in ``text``.
-
-    After a malformed value, reading resumes at the next line that starts (in
-    column 0) with ``{`` or ``[``: the start of the next record in JSON-lines
-    files and in the console exporter's pretty-printed output alike.
-    """
-    position = 0
-    line = 1
-    length = len(text)
-    while True:
-        # Skip whitespace, counting lines.
-        while position < length and text[position] in " \t\r\n\ufeff":
-            if text[position] == "\n":
-                line += 1
-            position += 1
-        if position >= length:
-            return
-        start_line = line
-        error: str | None = None
-        value: object = None
-        try:
-            value, end = _DECODER.raw_decode(text, position)
-        except json.JSONDecodeError as exc:
-            error = f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-            end = -1
-        except RecursionError:
-            error = "not valid JSON: nested too deeply"
-            end = -1
-        if error is None:
-            line_end = text.find("\n", end)
-            rest = text[end : length if line_end < 0 else line_end]
-            if rest.strip():
-                error = "unexpected text after the JSON value"
-                end = -1
-        if error is not None:
-            end = _next_record_start(text, position)
-            yield start_line, None, error
-        else:
-            yield start_line, value, None
-        line += text.count("\n", position, end)
-        position = end
-
-
-def _next_record_start(text: str, position: int) -> int:
-    cursor = position
-    while True:
-        newline = text.find("\n", cursor)
-        if newline < 0:
-            return len(text)
-        cursor = newline + 1
-        if cursor < len(text) and text[cursor] in "{[":
-            return cursor
 
 
 # --- OTLP/JSON ------------------------------------------------------------------------------
@@ -339,7 +320,7 @@ def _next_record_start(text: str, position: int) -> int:
 
 def _otlp_span(
     raw: object, resource: Resource, scope: InstrumentationScope | None, reader: SpanReader
-) -> _SpanData:
+) -> SpanData:
     span = _dict(raw, "span")
     name = _get(span, "name")
     if not isinstance(name, str):
@@ -355,7 +336,7 @@ def _otlp_span(
     parent_remote: bool | None = None
     if isinstance(flags, int) and not isinstance(flags, bool) and flags & _FLAG_HAS_IS_REMOTE:
         parent_remote = bool(flags & _FLAG_IS_REMOTE)
-    return _SpanData(
+    return SpanData(
         name=name,
         trace_id=trace_id,
         span_id=span_id,
@@ -534,7 +515,7 @@ def _otlp_status(raw: object) -> Status:
 # --- SDK span objects -----------------------------------------------------------------------
 
 
-def _sdk_span(raw: dict[str, Any], reader: SpanReader) -> _SpanData:
+def _sdk_span(raw: dict[str, Any], reader: SpanReader) -> SpanData:
     name = raw.get("name")
     if not isinstance(name, str):
         raise _Bad("name: expected a string")
@@ -550,7 +531,7 @@ def _sdk_span(raw: dict[str, Any], reader: SpanReader) -> _SpanData:
     raw_resource = raw.get("resource")
     if isinstance(raw_resource, dict):
         resource = Resource(_sdk_attributes(raw_resource.get("attributes"), reader, "resource"))
-    return _SpanData(
+    return SpanData(
         name=name,
         trace_id=trace_id,
         span_id=span_id,
@@ -666,92 +647,6 @@ def _list(raw: object, what: str) -> list[Any]:
     return raw
 
 
-# --- replay ---------------------------------------------------------------------------------
-
-
-def replay_spans(
-    spans: Sequence[ReadableSpan],
-    processor: AdaptiveSpanProcessor,
-    *,
-    timeout_millis: int = 60_000,
-) -> bool:
-    """Feed finished spans to ``processor`` as if they were happening now, then flush.
-
-    Starts and ends are interleaved on one timeline (starts by start time, ends
-    by end time; at equal times parents start before and end after their
-    children), so the processor sees the stream a live application would have
-    produced. The processor is flushed whenever half its queue is used, so no
-    event is dropped. Returns the final ``force_flush`` result: True when every
-    completed run reached the store.
-    """
-    depths = _depths(spans)
-    events: list[tuple[int, int, int, int]] = []
-    for index, span in enumerate(spans):
-        start = span.start_time or 0
-        end = max(span.end_time or start, start)
-        events.append((start, 0, depths[index], index))
-        events.append((end, 1, -depths[index], index))
-    events.sort()
-    room = max(processor.config.max_queue_size // 2, 1)
-    queued = 0
-    for _, is_end, _, index in events:
-        span = spans[index]
-        if is_end:
-            processor.on_end(span)
-        else:
-            # The processor reads a live span only through the ReadableSpan interface.
-            processor.on_start(cast(Span, span))
-        queued += 1
-        if queued >= room:
-            processor.force_flush(timeout_millis)
-            queued = 0
-    return processor.force_flush(timeout_millis)
-
-
-def _depths(spans: Sequence[ReadableSpan]) -> list[int]:
-    """Each span's depth below its outermost local ancestor present in ``spans``."""
-    parents: dict[tuple[int, int], int | None] = {}
-    for span in spans:
-        context = span.context
-        if context is None:
-            continue
-        parent = span.parent
-        parents[(context.trace_id, context.span_id)] = (
-            parent.span_id if parent is not None and not parent.is_remote else None
-        )
-    memo: dict[tuple[int, int], int] = {}
-    return [
-        0
-        if span.context is None
-        else _depth_of((span.context.trace_id, span.context.span_id), parents, memo)
-        for span in spans
-    ]
-
-
-def _depth_of(
-    key: tuple[int, int],
-    parents: Mapping[tuple[int, int], int | None],
-    memo: dict[tuple[int, int], int],
-) -> int:
-    chain: list[tuple[int, int]] = []
-    seen: set[tuple[int, int]] = set()
-    current: tuple[int, int] | None = key
-    base = 0
-    while current is not None:
-        if current in memo:
-            base = memo[current] + 1
-            break
-        if current in seen or current not in parents:
-            break
-        seen.add(current)
-        chain.append(current)
-        parent_id = parents[current]
-        current = None if parent_id is None else (current[0], parent_id)
-    for depth, node in enumerate(reversed(chain), start=base):
-        memo[node] = depth
-    return memo.get(key, 0)
-
-
 def read_files(paths: Iterable[str | Path]) -> SpanReader:
     """A reader that has read every file in ``paths``."""
     reader = SpanReader()
@@ -762,7 +657,9 @@ def read_files(paths: Iterable[str | Path]) -> SpanReader:
 
 __all__ = [
     "Rejection",
+    "SpanData",
     "SpanReader",
+    "build_spans",
+    "open_input",
     "read_files",
-    "replay_spans",
 ]

@@ -45,7 +45,9 @@ class AdaptiveSpanProcessor(SpanProcessor):
 
     ``config`` defaults to :class:`AdaptiveConfig` defaults (in-memory store);
     keyword arguments override single fields. Pass ``store`` to supply your own
-    :class:`~otel_adaptive.store.base.Store`.
+    :class:`~otel_adaptive.store.base.Store`. With ``per_run_batches`` what each run
+    taught is merged under an id derived from that run, so feeding the same spans
+    again (a second replay of a file, in any process) leaves learned state unchanged.
     """
 
     def __init__(
@@ -53,8 +55,10 @@ class AdaptiveSpanProcessor(SpanProcessor):
         config: AdaptiveConfig | None = None,
         *,
         store: Store | None = None,
+        per_run_batches: bool = False,
         **overrides: Any,
     ) -> None:
+        self._per_run_batches = per_run_batches
         config = config or AdaptiveConfig()
         if overrides:
             config = config.replace(**overrides)
@@ -108,6 +112,7 @@ class AdaptiveSpanProcessor(SpanProcessor):
             list(self._learners.values()),
             self._cache,
             self._forget_spans,
+            per_run_batches=self._per_run_batches,
         )
         self._wake = self._exporter.wake_event
         if self._enabled:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -24,10 +27,12 @@ from otel_adaptive.cli._common import (
     store_label,
     store_overrides,
 )
+from otel_adaptive.cli._progress import ReplayProgress
 from otel_adaptive.learners.base import Mergeable
-from otel_adaptive.otlp_json import Rejection, SpanReader, replay_spans
+from otel_adaptive.otlp_json import Rejection, SpanReader
 from otel_adaptive.processor import AdaptiveSpanProcessor
 from otel_adaptive.records import RunRecord
+from otel_adaptive.replay import TraceReplayer
 from otel_adaptive.store.base import AgentDelta, Store
 
 #: Rejections listed in the human-readable report (all of them are in --json).
@@ -41,9 +46,11 @@ def register(commands: Any) -> None:
         description=(
             "Read OTLP/JSON trace files (the Collector's file exporter: one "
             "ExportTraceServiceRequest per line) or JSON spans in the SDK's to_json() shape "
-            "(one per line, arrays of them, or the console exporter's output), replay them "
-            "through the adaptive processor and store what it learns. Malformed records are "
-            "reported with their line numbers and skipped. Use '-' to read standard input. "
+            "(one per line, arrays of them, or the console exporter's output), gzip-compressed "
+            "or not, replay them through the adaptive processor and store what it learns. "
+            "Files are streamed (memory stays bounded whatever their size). Replaying the same "
+            "spans again learns nothing twice. Malformed records are reported with their line "
+            "numbers and skipped. Use '-' to read standard input. "
             "Retention applies as usual: with OTEL_ADAPTIVE_RUN_MAX_AGE_SECONDS set, runs older "
             "than that are not kept (what they taught is)."
         ),
@@ -108,14 +115,6 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(config, str):
         return fail(config)
 
-    reader = SpanReader()
-    for name in args.files:
-        if name == "-":
-            reader.read_text(sys.stdin.read(), "<stdin>")
-        else:
-            reader.read_file(name)
-    spans = reader.spans()
-
     store = _CountingStore(open_store(config))
     if config.redis_url is not None:
         try:
@@ -123,59 +122,117 @@ def run(args: argparse.Namespace) -> int:
         except CommandError:
             store.close()
             raise
-    processor = AdaptiveSpanProcessor(config, store=store)
+    # One merge per run, under an id of the run: replaying the same spans again teaches nothing.
+    processor = AdaptiveSpanProcessor(config, store=store, per_run_batches=True)
+    started = time.monotonic()
     try:
-        stored = replay_spans(spans, processor)
+        replayer = TraceReplayer(processor)
+        reader = SpanReader(on_span=replayer.add)
+        with ReplayProgress(_input_bytes(args.files), enabled=not args.json) as progress:
+            for name in args.files:
+                progress.start_file(name)
+
+                def on_record(done: int, name: str = name) -> None:
+                    replayer.end_of_record()
+                    progress.update(name, done, replayer.spans_replayed, processor)
+
+                if name == "-":
+                    reader.read_stream(sys.stdin, "<stdin>", lambda: on_record(0))
+                else:
+                    reader.read_file(name, on_record)
+            stored = replayer.finish()
         stats = processor.stats()
     finally:
         processor.shutdown()
-
-    runs = store.runs_saved()
+    summary = _Summary(
+        reader=reader,
+        spans=replayer.spans_replayed,
+        runs=store.runs_saved(),
+        stats=stats,
+        seconds=time.monotonic() - started,
+        where=store_label(store),
+        stored=stored,
+    )
     if args.json:
-        print_json(
-            {
-                "store": store.describe(),
-                "records_read": reader.records_read,
-                "spans_read": len(spans),
-                "runs_learned": runs,
-                "runs_completed": stats["runs_completed"],
-                "spans_outside_runs": stats["spans_outside_runs"],
-                "attributes_skipped": reader.attributes_skipped,
-                "stored": stored,
-                "rejected": [
-                    {"file": r.source, "line": r.line, "reason": r.reason}
-                    for r in reader.rejections
-                ],
-            }
-        )
+        print_json(summary.document(store.describe()))
     else:
-        _report(reader, len(spans), runs, stats, store_label(store))
+        summary.print()
     if not stored:
         return fail(f"not everything learned could be written to the {store_label(store)}")
-    return OK if spans else FAILED
+    return OK if replayer.spans_replayed else FAILED
 
 
-def _report(
-    reader: SpanReader, span_count: int, runs: dict[str, int], stats: dict[str, int], where: str
-) -> None:
-    console = stdout_console()
-    console.print(f"Read {span_count} spans from {reader.records_read} JSON records")
-    if runs:
-        table = Table(title=f"Runs learned into the {where}", title_justify="left")
-        table.add_column("agent")
-        table.add_column("runs", justify="right")
-        for agent, count in runs.items():
-            table.add_row(agent, str(count))
-        console.print(table)
-    else:
-        console.print("No runs were learned.")
-    if stats["spans_outside_runs"]:
-        console.print(f"{stats['spans_outside_runs']} spans belonged to no run")
-    if where.startswith("in-memory"):
+def _input_bytes(files: Sequence[str]) -> int | None:
+    """The size of every input, None when one is not a regular file (stdin, a pipe)."""
+    total = 0
+    for name in files:
+        path = Path(name)
+        if name == "-" or not path.is_file():
+            return None if name == "-" else total
+        total += path.stat().st_size
+    return total
+
+
+@dataclass(frozen=True)
+class _Summary:
+    reader: SpanReader
+    spans: int
+    runs: dict[str, int]
+    stats: dict[str, int]
+    seconds: float
+    where: str
+    stored: bool
+
+    @property
+    def runs_already_learned(self) -> int:
+        # With one merge batch per run, a skipped batch is a run learned before.
+        return self.stats["batches_deduplicated"]
+
+    def document(self, store: dict[str, object]) -> dict[str, Any]:
+        return {
+            "store": store,
+            "records_read": self.reader.records_read,
+            "spans_read": self.spans,
+            "runs_learned": self.runs,
+            "runs_completed": self.stats["runs_completed"],
+            "runs_already_learned": self.runs_already_learned,
+            "spans_outside_runs": self.stats["spans_outside_runs"],
+            "attributes_skipped": self.reader.attributes_skipped,
+            "seconds": round(self.seconds, 3),
+            "stored": self.stored,
+            "rejected": [
+                {"file": r.source, "line": r.line, "reason": r.reason}
+                for r in self.reader.rejections
+            ],
+        }
+
+    def print(self) -> None:
+        console = stdout_console()
         console.print(
-            "Learned state was kept in memory and is gone now; use --redis-url to keep it."
+            f"Read {self.spans} spans from {self.reader.records_read} JSON records "
+            f"in {self.seconds:.1f} s"
         )
-    _report_rejections(reader.rejections)
+        if self.runs:
+            table = Table(title=f"Runs learned into the {self.where}", title_justify="left")
+            table.add_column("agent", overflow="fold")
+            table.add_column("runs", justify="right")
+            for agent, count in self.runs.items():
+                table.add_row(agent, str(count))
+            console.print(table)
+        else:
+            console.print("No runs were learned.")
+        if self.runs_already_learned:
+            console.print(
+                f"{self.runs_already_learned} of these runs had been learned before (an earlier "
+                "replay of the same spans): what they teach was not counted twice."
+            )
+        if self.stats["spans_outside_runs"]:
+            console.print(f"{self.stats['spans_outside_runs']} spans belonged to no run")
+        if self.where.startswith("in-memory"):
+            console.print(
+                "Learned state was kept in memory and is gone now; use --redis-url to keep it."
+            )
+        _report_rejections(self.reader.rejections)
 
 
 def _report_rejections(rejections: list[Rejection]) -> None:
