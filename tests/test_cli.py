@@ -389,6 +389,58 @@ def test_doctor_fails_on_an_invalid_variable(
     assert out.rstrip().endswith("not healthy")
 
 
+def test_doctor_names_a_misspelled_variable_suggests_the_real_one_and_fails(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_ADAPTIVE_REDISURL", "redis://127.0.0.1:6379/0")
+    status, out, _ = run_cli(capsys, "doctor")
+    assert status == 1
+    assert "FAIL unknown variable: OTEL_ADAPTIVE_REDISURL is not a setting" in out
+    assert "did you mean OTEL_ADAPTIVE_REDIS_URL?" in out
+    assert out.rstrip().endswith("not healthy")
+
+
+def _exporters(monkeypatch: pytest.MonkeyPatch, value: str | None) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "*")  # a faster start-up
+    for signal in ("TRACES", "METRICS", "LOGS"):
+        if value is None:
+            monkeypatch.delenv(f"OTEL_{signal}_EXPORTER", raising=False)
+        else:
+            monkeypatch.setenv(f"OTEL_{signal}_EXPORTER", value)
+
+
+def test_doctor_starts_the_zero_code_path_and_sees_the_processor_added(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_ADAPTIVE_ENABLED", "true")
+    _exporters(monkeypatch, "none")
+    status, out, _ = run_cli(capsys, "doctor")
+    assert status == 0, out
+    assert "ok   zero-code activation: checked: the processor was added at start-up" in out
+
+
+def test_doctor_reports_a_failed_auto_initialisation_with_the_fix(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_ADAPTIVE_ENABLED", "true")
+    _exporters(monkeypatch, None)  # opentelemetry-distro then asks for OTLP, not installed
+    status, out, _ = run_cli(capsys, "doctor")
+    assert status == 1
+    line = next(line for line in out.splitlines() if "zero-code activation" in line)
+    assert line.startswith("FAIL") and "otel-adaptive is NOT active" in line
+    assert "Requested component 'otlp_proto_grpc' not found" in line
+    assert "OTEL_TRACES_EXPORTER=none" in line
+
+
+def test_doctor_without_enabled_says_whether_activation_would_work(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _exporters(monkeypatch, None)
+    status, out, _ = run_cli(capsys, "doctor")
+    assert status == 0  # zero-code activation is not asked for: not a failure
+    assert "With it set, the processor would NOT be added" in out
+
+
 def test_doctor_fails_on_an_unreachable_redis(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run_cli(capsys, "doctor", "--redis-url", "redis://127.0.0.1:1/0")
     assert status == 1

@@ -283,6 +283,10 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(text)
 
 
+#: How every boolean variable is read (``ValueError`` for anything else).
+parse_bool = _parse_bool
+
+
 def _parse_list(text: str) -> tuple[str, ...]:
     if text.lower() == "none":
         return ()

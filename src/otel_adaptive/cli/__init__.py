@@ -7,17 +7,18 @@ parses the arguments and returns the exit status (0 success, 1 failure, 2 usage)
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from otel_adaptive import __version__
-from otel_adaptive.cli import _config_doc, _demo, _doctor, _inspect, _replay
-from otel_adaptive.cli._common import CommandError, fail
 
 _USAGE_ERROR = 2
 _INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from otel_adaptive.cli import _config_doc, _demo, _doctor, _inspect, _replay
+
     parser = argparse.ArgumentParser(
         prog="otel-adaptive",
         description=(
@@ -34,9 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments == ["--version"]:  # answered before the commands (and the SDK) are imported
+        sys.stdout.write(f"otel-adaptive {__version__}\n")
+        return 0
+    # Imported here: loading the commands loads the SDK, Redis and rich.
+    from otel_adaptive.cli._common import CommandError, fail
+
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else _USAGE_ERROR
     if args.command is None:

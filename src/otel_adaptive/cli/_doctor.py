@@ -9,12 +9,18 @@ printed: URLs are masked and error messages scrubbed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import difflib
+import json
 import os
+import re
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -23,7 +29,9 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
+from rich.console import Console
 
+from otel_adaptive._startup import failure_message
 from otel_adaptive.cli._common import (
     FAILED,
     OK,
@@ -35,7 +43,7 @@ from otel_adaptive.cli._common import (
     store_label,
     store_overrides,
 )
-from otel_adaptive.config import AdaptiveConfig
+from otel_adaptive.config import AdaptiveConfig, env_var_name
 from otel_adaptive.store.base import StoreUnavailableError
 from otel_adaptive.store.redis import STORE_SCHEMA_VERSION, RedisStore
 
@@ -71,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     set_vars = sorted(name for name in os.environ if name.startswith("OTEL_ADAPTIVE_"))
     shown = ", ".join(set_vars) if set_vars else "none (defaults)"
     config = load_config(**store_overrides(args))
-    checks: list[_Check] = []
+    checks: list[_Check] = _unknown_variable_checks(set_vars)
     if isinstance(config, str):
         checks.append(_Check(False, "configuration", config))
     else:
@@ -79,19 +87,42 @@ def run(args: argparse.Namespace) -> int:
         if config.redis_url is not None:
             checks.extend(_redis_checks(config))
     for check in checks:
-        mark = "[green]ok[/]  " if check.ok else "[bold red]FAIL[/]"
-        console.print(f"{mark} {check.label}", end="")
-        console.print(f": {check.detail}" if check.detail else "", markup=False)
+        _print_check(console, check)
     if not isinstance(config, str):
         console.print("\nWith this configuration the processor would:")
         for line in _plan(config):
             console.print(f"  - {line}", markup=False)
     console.print("\nZero-code activation (opentelemetry-instrument):")
-    for line in _activation():
+    activation = _activation()
+    for line in activation.lines:
         console.print(f"  - {line}", markup=False)
+    if activation.check is not None:
+        checks.append(activation.check)
+        _print_check(console, activation.check)
     healthy = all(check.ok for check in checks)
     console.print("\nhealthy" if healthy else "\nnot healthy", style="green" if healthy else "red")
     return OK if healthy else FAILED
+
+
+def _print_check(console: Console, check: _Check) -> None:
+    mark = "[green]ok[/]  " if check.ok else "[bold red]FAIL[/]"
+    console.print(f"{mark} {check.label}", end="")
+    console.print(f": {check.detail}" if check.detail else "", markup=False)
+
+
+def _unknown_variable_checks(set_vars: list[str]) -> list[_Check]:
+    """A failed check per ``OTEL_ADAPTIVE_*`` variable no setting reads (a typo, usually)."""
+    known = sorted(env_var_name(f.name) for f in fields(AdaptiveConfig))
+    checks = []
+    for name in set_vars:
+        if name in known:
+            continue
+        nearest = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"did you mean {nearest[0]}?" if nearest else "see `otel-adaptive config-doc`"
+        checks.append(
+            _Check(False, "unknown variable", f"{name} is not a setting and is ignored; {hint}")
+        )
+    return checks
 
 
 # --- Redis ----------------------------------------------------------------------------------
@@ -284,22 +315,97 @@ def _plan(config: AdaptiveConfig) -> list[str]:
     return lines
 
 
-def _activation() -> list[str]:
+@dataclass(frozen=True)
+class _Activation:
+    lines: list[str]
+    check: _Check | None  # None: zero-code activation is not turned on, nothing to fail
+
+
+def _activation() -> _Activation:
     lines = []
     hooks = [ep for ep in entry_points(group=_HOOK_GROUP) if ep.value.startswith("otel_adaptive.")]
     if hooks:
         lines.append(f"entry point registered: {hooks[0].value}")
     else:
         lines.append("entry point not registered (reinstall otel-adaptive)")
-    if importlib.util.find_spec("opentelemetry.instrumentation") is None:
-        lines.append(
-            "opentelemetry-instrumentation is not installed (pip install opentelemetry-distro)"
+    enabled = os.environ.get("OTEL_ADAPTIVE_ENABLED", "").strip().lower() in _TRUE_WORDS
+    launcher = _launcher()
+    if launcher is None:
+        problem = "opentelemetry-instrument is not installed (pip install opentelemetry-distro)"
+        if enabled:
+            return _Activation(lines, _Check(False, "zero-code activation", problem))
+        return _Activation([*lines, problem], None)
+    outcome = _probe(launcher)
+    if enabled:
+        return _Activation(lines, _Check(outcome.ok, "zero-code activation", outcome.detail))
+    verdict = "would be added" if outcome.ok else "would NOT be added"
+    lines.append(
+        f"OTEL_ADAPTIVE_ENABLED is not true: the hook does nothing. With it set, the processor "
+        f"{verdict}: {outcome.detail}"
+    )
+    return _Activation(lines, None)
+
+
+def _launcher() -> str | None:
+    """``opentelemetry-instrument`` of this environment, else the one on PATH."""
+    beside = Path(sys.executable).parent / "opentelemetry-instrument"
+    return str(beside) if beside.exists() else shutil.which("opentelemetry-instrument")
+
+
+def _probe(launcher: str) -> _Check:
+    """Start a Python under ``opentelemetry-instrument`` with this environment (and
+    OTEL_ADAPTIVE_ENABLED=true) and ask it whether our hook added the processor."""
+    env = {**os.environ, "OTEL_ADAPTIVE_ENABLED": "true"}
+    try:
+        result = subprocess.run(
+            [launcher, sys.executable, "-c", _PROBE],
+            capture_output=True,
+            text=True,
+            timeout=_PROBE_TIMEOUT_SECONDS,
+            env=env,
+            check=False,
         )
-    else:
-        lines.append("opentelemetry-instrumentation is installed")
-    enabled = os.environ.get("OTEL_ADAPTIVE_ENABLED", "").strip().lower()
-    if enabled in _TRUE_WORDS:
-        lines.append("OTEL_ADAPTIVE_ENABLED is true: the processor is added at start-up")
-    else:
-        lines.append("OTEL_ADAPTIVE_ENABLED is not true: the hook does nothing")
-    return lines
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return _Check(False, "zero-code activation", f"could not run {launcher}: {exc}")
+    answer = next(
+        (line for line in result.stdout.splitlines() if line.startswith(_PROBE_TAG)), None
+    )
+    report = json.loads(answer[len(_PROBE_TAG) :]) if answer else {}
+    if report.get("installed"):
+        return _Check(True, "zero-code activation", "checked: the processor was added at start-up")
+    return _Check(False, "zero-code activation", _why_not_added(result.stderr, report))
+
+
+def _why_not_added(stderr: str, report: Mapping[str, Any]) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    ours = next((line for line in lines if "otel-adaptive is NOT active" in line), None)
+    if ours is not None:
+        return ours.removeprefix("otel-adaptive: ERROR: ")
+    if any(line.startswith("Failed to auto initialize") for line in lines):
+        # The start-up check did not run (an editable install has no .pth file): the
+        # same message, from the error the traceback ends with.
+        errors = [line for line in lines if re.match(r"^[A-Za-z_.]+(Error|Exception): ", line)]
+        error = RuntimeError(errors[-1].split(": ", 1)[1]) if errors else None
+        return failure_message(error).strip().removeprefix("otel-adaptive: ERROR: ")
+    provider = report.get("provider")
+    if provider and provider != "TracerProvider":
+        return (
+            f"the tracer provider is {provider}, not the SDK's TracerProvider: install "
+            "opentelemetry-distro (it sets the SDK up under opentelemetry-instrument)"
+        )
+    tail = lines[-1] if lines else "no output"
+    return f"the processor was not added ({tail})"
+
+
+_PROBE_TAG = "otel-adaptive-probe: "
+_PROBE_TIMEOUT_SECONDS = 60
+_PROBE = f"""
+import json
+from opentelemetry import trace
+from otel_adaptive import autoload
+processor = autoload.installed()
+print({_PROBE_TAG!r} + json.dumps({{
+    "installed": processor is not None,
+    "provider": type(trace.get_tracer_provider()).__name__,
+}}))
+"""
