@@ -62,7 +62,8 @@ def test_the_wheel_ships_the_license_py_typed_and_full_metadata(dist: Path) -> N
 def test_the_sdist_ships_the_license(dist: Path) -> None:
     [sdist] = dist.glob("*.tar.gz")
     with tarfile.open(sdist) as archive:
-        names = {Path(name).relative_to(Path(name).parts[0]).as_posix() for name in archive.getnames()}
+        members = [Path(name) for name in archive.getnames()]
+    names = {member.relative_to(member.parts[0]).as_posix() for member in members}
     assert {"LICENSE", "pyproject.toml", "README.md", "src/otel_adaptive/py.typed"} <= names
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -45,7 +45,7 @@ from otel_adaptive.cli._common import (
 )
 from otel_adaptive.config import AdaptiveConfig, env_var_name
 from otel_adaptive.store.base import StoreUnavailableError
-from otel_adaptive.store.redis import STORE_SCHEMA_VERSION, RedisStore
+from otel_adaptive.store.redis import STORE_SCHEMA_VERSION, RedisStore, _split_cluster_option
 
 #: Agents whose key schema version is checked, at most.
 _AGENTS_CHECKED = 100
@@ -168,7 +168,7 @@ def _redis_checks(config: AdaptiveConfig) -> list[_Check]:
 def _client(config: AdaptiveConfig) -> redis.Redis | RedisCluster:
     """A client for the configured URL with no retries (a health check must not linger)."""
     assert config.redis_url is not None
-    url, cluster = _without_cluster_option(config.redis_url)
+    url, cluster = _split_cluster_option(config.redis_url)
     options: dict[str, Any] = {
         "socket_timeout": config.redis_socket_timeout_seconds,
         "socket_connect_timeout": config.redis_connect_timeout_seconds,
@@ -193,7 +193,7 @@ def _server_info(client: redis.Redis | RedisCluster) -> Mapping[str, Any]:
 
 def _mode_check(config: AdaptiveConfig, mode: str) -> _Check:
     assert config.redis_url is not None
-    client_cluster = config.redis_cluster or _without_cluster_option(config.redis_url)[1]
+    client_cluster = config.redis_cluster or _split_cluster_option(config.redis_url)[1]
     server_cluster = mode == "cluster"
     if client_cluster == server_cluster:
         return _Check(True, "cluster mode", "cluster client" if client_cluster else "standalone")
@@ -243,14 +243,6 @@ def _schema_check(store: RedisStore, client: redis.Redis | RedisCluster) -> _Che
         f"this version reads and writes schema {expected}, but found {problems} ({summary}); "
         "see OTEL_ADAPTIVE_ON_BAD_DATA",
     )
-
-
-def _without_cluster_option(url: str) -> tuple[str, bool]:
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    cluster = any(name == "cluster" and value.lower() in _TRUE_WORDS for name, value in query)
-    kept = [(name, value) for name, value in query if name != "cluster"]
-    return urlunsplit(parts._replace(query=urlencode(kept))), cluster
 
 
 def _secrets(url: str) -> list[str]:

@@ -726,6 +726,14 @@ class RedisStore(Store):
 
     def _unavailable(self, operation: str, exc: BaseException) -> StoreUnavailableError:
         detail = self._scrub(f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, AuthenticationError) and not self._secrets:
+            # redis-py's words for this ("HELLO must be called with the client already
+            # authenticated...") do not say what is wrong.
+            return StoreAuthenticationError(
+                f"Redis at {self._url} needs a password and none was given (during "
+                f"{operation}); put it in the URL: redis://[USER]:PASSWORD@HOST:PORT/DB, or "
+                "unix:///PATH?db=DB&password=PASSWORD"
+            )
         if isinstance(exc, AuthenticationError):
             return StoreAuthenticationError(
                 f"Redis at {self._url} rejected the configured credentials during {operation} "
@@ -780,12 +788,19 @@ def _text(value: object) -> str:
 
 
 def _split_cluster_option(url: str) -> tuple[str, bool]:
-    """Remove our ``cluster`` query option (redis-py would reject it)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    cluster = any(name == "cluster" and value.lower() in _TRUE_WORDS for name, value in query)
-    kept = [(name, value) for name, value in query if name != "cluster"]
-    return urlunsplit(parts._replace(query=urlencode(kept))), cluster
+    """Remove our ``cluster`` query option (redis-py would reject it).
+
+    Only the query is rebuilt: splitting and joining the whole URL would turn
+    ``unix:///path`` into ``unix:/path``, which redis-py does not accept.
+    """
+    base, has_query, rest = url.partition("?")
+    if not has_query:
+        return url, False
+    query, has_fragment, fragment = rest.partition("#")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    cluster = any(name == "cluster" and value.lower() in _TRUE_WORDS for name, value in pairs)
+    kept = urlencode([(name, value) for name, value in pairs if name != "cluster"])
+    return base + (f"?{kept}" if kept else "") + has_fragment + fragment, cluster
 
 
 def _url_secrets(url: str) -> tuple[str, ...]:
@@ -809,7 +824,12 @@ def _mask_url(url: str) -> str:
         (name, "***" if name.lower() == "password" else value)
         for name, value in parse_qsl(parts.query, keep_blank_values=True)
     ]
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
+    masked = urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
+    # urlunsplit drops the "//" of a URL with no host (unix:///path): put it back.
+    scheme = f"{parts.scheme}:"
+    if masked.startswith(scheme) and not masked.startswith(f"{scheme}//"):
+        masked = f"{scheme}//{masked[len(scheme):]}"
+    return masked
 
 
 def _describe_client(client: RedisClient) -> tuple[str, tuple[str, ...]]:
