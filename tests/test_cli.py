@@ -60,6 +60,27 @@ def test_no_command_prints_help_and_is_a_usage_error(capsys: pytest.CaptureFixtu
         assert command in out
 
 
+def test_version_is_answered_without_importing_the_sdk_or_the_commands() -> None:
+    probe = (
+        "import sys; from otel_adaptive.cli import main; status = main(['--version']); "
+        "heavy = [m for m in ('opentelemetry.sdk', 'redis', 'rich', 'otel_adaptive.processor') "
+        "if m in sys.modules]; print(status, heavy)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.splitlines() == ["otel-adaptive 0.1.0", "0 []"]
+
+
+def test_a_runs_value_that_is_not_a_number_is_said_in_plain_words(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, _, err = run_cli(capsys, "demo", "--runs", "abc")
+    assert status == 2
+    assert "argument --runs: expected a whole number of runs, got 'abc'" in err
+    assert "_positive" not in err
+
+
 def test_bad_arguments_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(capsys, "demo", "--runs", "0")[0] == 2
     assert run_cli(capsys, "inspect")[0] == 2  # --agent is required
@@ -84,6 +105,53 @@ def test_demo_prints_hints_per_call_site_parallel_groups_and_how_hints_changed(
     history = out[out.index("as runs accumulated") :]
     for run in ("1", "2", "5", "10", "12"):
         assert f"│ {run:>3} │" in history
+
+
+def test_demo_has_a_legend_rows_in_call_order_and_a_closing_command_that_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out, _ = run_cli(capsys, "demo", "--runs", "6", "--key-prefix", "mine:")
+    assert status == 0
+    sites = [line.split("│")[1].strip() for line in out.splitlines() if "│ research/" in line]
+    order = list(dict.fromkeys(sites))
+    assert order == ["research/plan", "research/draft", "research/answer"]  # as called
+    assert "osl: output tokens to expect" in out and "docs/hints.md" in out
+    assert "--redis-url URL" not in out
+    assert (
+        "otel-adaptive inspect --agent otel-adaptive-demo --redis-url redis://127.0.0.1:6379/0"
+        " --key-prefix mine:" in out
+    )
+
+
+def test_the_demo_tip_after_a_redis_run_names_the_url_and_key_prefix(
+    capsys: pytest.CaptureFixture[str], redis_url: str, key_prefix: str
+) -> None:
+    status, out, _ = run_cli(
+        capsys, "demo", "--runs", "2", "--redis-url", redis_url, "--key-prefix", key_prefix
+    )
+    assert status == 0
+    assert (
+        f"otel-adaptive inspect --agent otel-adaptive-demo --redis-url {redis_url} "
+        f"--key-prefix {key_prefix}" in out
+    )
+
+
+def test_inspect_tables_fit_80_columns_with_names_on_one_line(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+    key_prefix: str,
+) -> None:
+    store = ("--redis-url", redis_url, "--key-prefix", key_prefix)
+    assert run_cli(capsys, "replay", str(MIXED), *store)[0] == 0
+    monkeypatch.setenv("COLUMNS", "80")
+    status, out, _ = run_cli(capsys, "inspect", "--agent", "replay-agent", *store)
+    assert status == 0
+    table_lines = [line for line in out.splitlines() if line[:1] in "┏┃┡│└"]
+    assert table_lines and max(len(line) for line in table_lines) <= 80
+    assert "invoke_agent\u00a0replay-agent" in out  # the name whole, on one line
+    for header in ("path", "call", "p50", "p90", "left", "iat ms", "sens"):
+        assert f" {header} " in out
 
 
 def test_demo_json_shows_learning_from_the_second_run_on(
@@ -310,7 +378,7 @@ def test_replay_reads_gzip_files_whatever_their_name(
 def test_a_truncated_gzip_file_is_reported_and_what_came_before_is_learned(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    data = gzip.compress(MIXED.read_bytes() * 20)
+    data = gzip.compress(MIXED.read_bytes() * 400)  # several read chunks
     truncated = tmp_path / "cut.jsonl.gz"
     truncated.write_bytes(data[: len(data) - 40])
     status, document = run_json(capsys, "replay", str(truncated))
@@ -324,8 +392,8 @@ def test_a_truncated_gzip_file_is_reported_and_what_came_before_is_learned(
 def test_a_malformed_line_in_the_middle_is_reported_by_number_and_the_rest_is_learned(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    good = [line for line in MIXED.read_text(encoding="utf-8").splitlines() if '"a00' in line]
-    assert len(good) == 3  # one OTLP request line per run
+    good = [line for n, line in enumerate(MIXED.read_text(encoding="utf-8").splitlines(), 1)
+            if n in (1, 3, 5)]  # fmt: skip
     path = tmp_path / "middle.jsonl"
     path.write_text("\n".join([good[0], '{"resourceSpans": [{"oops"', *good[1:]]) + "\n")
     status, document = run_json(capsys, "replay", str(path))

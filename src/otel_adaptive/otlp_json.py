@@ -139,7 +139,10 @@ class SpanReader:
         try:
             with open_input(path) as (stream, bytes_read):
                 done = None if on_record is None else lambda: on_record(bytes_read())
-                self.read_stream(stream, source, done)
+                guarded = _StopOnReadError(stream)
+                self.read_stream(guarded, source, done)  # type: ignore[arg-type]
+                if guarded.error is not None:
+                    raise guarded.error
         except (OSError, EOFError) as exc:  # also a truncated or corrupt gzip file
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             self.rejections.append(Rejection(source, 0, f"cannot read the file: {reason}"))
@@ -275,6 +278,24 @@ def open_input(path: str | Path) -> Iterator[tuple[TextIO, Callable[[], int]]]:
         binary = cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb")) if compressed else raw
         with io.TextIOWrapper(binary, encoding="utf-8", errors="replace") as text:
             yield text, raw.tell
+
+
+class _StopOnReadError:
+    """A text stream that ends where reading fails, keeping the error: what was read
+    before a corrupt or truncated part is still parsed."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.error: OSError | EOFError | None = None
+
+    def read(self, size: int = -1) -> str:
+        if self.error is not None:
+            return ""
+        try:
+            return self._stream.read(size)
+        except (OSError, EOFError) as exc:
+            self.error = exc
+            return ""
 
 
 def build_spans(datas: Sequence[SpanData]) -> list[ReadableSpan]:

@@ -149,21 +149,18 @@ def path_label(path: tuple[str, ...]) -> str:
 
 
 def trie_table(envelope: Mapping[str, Any] | None, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("path", overflow="fold")
-    table.add_column("call", justify="right")
-    table.add_column("samples", justify="right")
-    table.add_column("p50 out tok", justify="right")
-    table.add_column("p90 out tok", justify="right")
-    table.add_column("mean remaining", justify="right")
-    table.add_column("interarrival ms", justify="right")
-    table.add_column("sensitivity", justify="right")
+    # Short headers, explained in the caption, so the table fits 80 columns; names do not
+    # wrap (non-breaking spaces) and a long one is cut with an ellipsis (--json has it whole).
+    table = Table(title=title, title_justify="left", caption=_TRIE_CAPTION, caption_justify="left")
+    table.add_column("path", overflow="ellipsis", min_width=12, ratio=1)
+    for header in ("call", "n", "p50", "p90", "left", "iat ms", "sens"):
+        table.add_column(header, justify="right", no_wrap=True)
     for row in trie_rows(envelope):
         prediction = row.prediction
         tokens = prediction["output_tokens"]
         level = prediction["latency_sensitivity"]
         table.add_row(
-            path_label(row.path),
+            _unbroken(path_label(row.path)),
             "any" if row.call_index is None else str(row.call_index),
             str(prediction["remaining_calls"]["sample_count"]),
             f"{tokens['p50']:.0f}",
@@ -175,6 +172,18 @@ def trie_table(envelope: Mapping[str, Any] | None, title: str) -> Table:
     return table
 
 
+def _unbroken(label: str) -> str:
+    """The label with the spaces inside its name made non-breaking (the indent stays)."""
+    name = label.lstrip(" ")
+    return label[: len(label) - len(name)] + name.replace(" ", "\u00a0")
+
+
+_TRIE_CAPTION = (
+    "n: samples; p50/p90: output tokens; left: mean LLM calls still to come; "
+    "iat ms: mean time to the next call; sens: latency sensitivity"
+)
+
+
 def _interarrival(metric: Mapping[str, Any]) -> str:
     if not metric["sample_count"]:
         return "-"  # only ever the last call of its runs: nothing follows it
@@ -183,9 +192,9 @@ def _interarrival(metric: Mapping[str, Any]) -> str:
 
 def plan_table(plan: ExecutionPlan, title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    table.add_column("group")
+    table.add_column("group", no_wrap=True, overflow="ellipsis")
     table.add_column("tools run together", overflow="fold")
-    table.add_column("support", justify="right")
+    table.add_column("support", justify="right", no_wrap=True)
     for group in plan.groups:
         table.add_row(
             group.group_id,

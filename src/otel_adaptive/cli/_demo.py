@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextvars
 import random
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from otel_adaptive.cli._common import (
     OK,
     CommandError,
     check_reachable,
+    describe_store,
     fail,
     load_config,
     open_store,
@@ -77,9 +79,12 @@ def register(commands: Any) -> None:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of runs, got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected at least 1 run, got {value}")
     return value
 
 
@@ -168,22 +173,45 @@ def _demo(
         return OK
     console.print(f"\nAgent [bold]{args.agent_id}[/]: {args.runs} runs, {store_label(store)}")
     console.print(_sites_table(sites))
+    console.print(_LEGEND, markup=False)
     if plan.groups:
         console.print(plan_table(plan, "Tools that ran in parallel"))
     else:
         console.print("No parallel tool groups were learned.")
     console.print(_history_table(history))
-    if config.redis_url is None:
-        console.print(
-            "Learned state lived in this process only; run with --redis-url to keep it, "
-            f"then: otel-adaptive inspect --agent {args.agent_id} --redis-url URL"
-        )
-    else:
-        console.print(
-            f"Stored. See it again with: otel-adaptive inspect --agent {args.agent_id} "
-            "--redis-url URL"
-        )
+    console.print(_closing_tip(args, store), markup=False, soft_wrap=True)
     return OK if envelope is not None else FAILED
+
+
+_EXAMPLE_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: Recent runs read to put the call sites in the order the agent calls them.
+_RUNS_FOR_ORDER = 20
+_LEGEND = """\
+  osl: output tokens to expect (p90 of what the call site produced); iat ms: time to the
+  next LLM call (mean); latency sensitivity: 1 is tolerant, higher is more latency-critical;
+  total requests: LLM calls expected in the whole run. Rows are in call order. Every
+  field: docs/hints.md."""
+
+
+def _closing_tip(args: argparse.Namespace, store: Any) -> str:
+    """The exact command that shows this agent again (passwords stay masked)."""
+    agent = shlex.quote(args.agent_id)
+    if args.redis_url is None:
+        prefix = f" --key-prefix {shlex.quote(args.key_prefix)}" if args.key_prefix else ""
+        return (
+            "Learned state lived in this process only. To keep it, run the demo with a Redis "
+            f"and look at it again:\n  otel-adaptive demo --redis-url {_EXAMPLE_REDIS_URL}"
+            f"{prefix}\n  otel-adaptive inspect --agent {agent} --redis-url "
+            f"{_EXAMPLE_REDIS_URL}{prefix}"
+        )
+    described = describe_store(store)
+    url = str(described.get("url", args.redis_url))
+    prefix = shlex.quote(str(described.get("key_prefix", args.key_prefix or "")))
+    masked = " (put the password back in)" if "***" in url else ""
+    return (
+        f"Stored. See it again with{masked}:\n  otel-adaptive inspect --agent {agent} "
+        f"--redis-url {shlex.quote(url)} --key-prefix {prefix}"
+    )
 
 
 # --- the simulated agent --------------------------------------------------------------------
@@ -256,10 +284,18 @@ def _call_site_hints(
 ) -> list[tuple[tuple[str, ...], int, AgentHints | None]]:
     """Hints for every call site the trie knows (its leaves, per call index)."""
     lookup: Callable[[CallSite], AgentHints | None] = processor.hints.hints_for
+    rows = [row for row in trie_rows(envelope) if row.is_leaf and row.call_index is not None]
+    # Call order: where a site's calls come in the recent runs (the trie sorts by name).
+    position: dict[tuple[str, ...], int] = {}
+    for run in processor.store.list_runs(agent_id, limit=_RUNS_FOR_ORDER):
+        llm_calls = [call for call in run.calls if call.kind == "llm"]
+        for index, call in enumerate(llm_calls):
+            position[call.path] = min(position.get(call.path, index), index)
+    rows.sort(key=lambda row: (position.get(row.path, len(position)), row.call_index or 0))
     return [
         (row.path, row.call_index, lookup(CallSite(agent_id, row.path, row.call_index, 0, None)))
-        for row in trie_rows(envelope)
-        if row.is_leaf and row.call_index is not None
+        for row in rows
+        if row.call_index is not None
     ]
 
 
