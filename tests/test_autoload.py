@@ -185,3 +185,43 @@ def test_under_opentelemetry_instrument_a_bad_setting_is_reported_and_the_app_ru
     assert result.returncode == 0
     assert "ran 1 runs" in result.stdout
     assert "OTEL_ADAPTIVE_RUN_ROOT='sometimes'" in result.stderr
+
+
+# --- a failed auto-initialisation (our hook never runs then) ---------------------------------
+
+
+def test_a_failed_auto_initialisation_is_reported_once_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from otel_adaptive import _startup
+
+    monkeypatch.setenv("OTEL_ADAPTIVE_ENABLED", "true")
+    monkeypatch.setattr(_startup, "_reported", type(_startup._reported)())
+    logger = logging.getLogger(_startup.AUTO_INSTRUMENTATION_LOGGER)
+    before = list(logger.filters)
+    try:
+        _startup.watch()
+        for _ in range(2):
+            try:
+                raise RuntimeError(
+                    "Requested component 'otlp_proto_grpc' not found in entry point "
+                    "'opentelemetry_traces_exporter'"
+                )
+            except RuntimeError:
+                logger.exception("Failed to auto initialize OpenTelemetry")
+    finally:
+        logger.filters[:] = before
+    err = capsys.readouterr().err
+    assert err.count("otel-adaptive is NOT active") == 1
+    assert "OTEL_TRACES_EXPORTER=none" in err and "opentelemetry-exporter-otlp" in err
+
+
+def test_the_failure_watch_stays_off_unless_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    from otel_adaptive import _startup
+
+    logger = logging.getLogger(_startup.AUTO_INSTRUMENTATION_LOGGER)
+    before = list(logger.filters)
+    for value in ("", "false"):
+        monkeypatch.setenv("OTEL_ADAPTIVE_ENABLED", value)
+        _startup.watch()
+        assert logger.filters == before
