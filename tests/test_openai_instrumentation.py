@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -320,3 +324,61 @@ def test_langchain_chat_openai_built_before_instrument_is_covered(
     (hinted,) = fake.requests
     assert set(_hints_of(hinted)) == {"priority", "osl"}
     assert hinted.headers["x-dynamo-session-id"].startswith(AGENT + "-")
+
+
+# --- zero-code: OTEL_ADAPTIVE_INSTRUMENT_OPENAI under opentelemetry-instrument ----------------
+
+_APP = """
+import json, sys
+from openai import OpenAI
+from opentelemetry import trace
+from otel_adaptive import autoload
+
+tracer = trace.get_tracer("app")
+agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "zero-code"}
+for _ in range(2):
+    with tracer.start_as_current_span("agent", attributes=agent):
+        with tracer.start_as_current_span("chat m", attributes={"gen_ai.operation.name": "chat"}) as s:
+            s.set_attribute("gen_ai.usage.output_tokens", 42)
+    processor = autoload.installed()
+    if processor is not None:
+        processor.force_flush()
+client = OpenAI(base_url=sys.argv[1], api_key="k", max_retries=0)
+with tracer.start_as_current_span("agent", attributes=agent):
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+"""
+
+
+@pytest.mark.parametrize("switch", ["true", "false"])
+def test_the_setting_instruments_the_client_under_opentelemetry_instrument(
+    fake: FakeOpenAIServer, tmp_path: Any, switch: str
+) -> None:
+    launcher = Path(sys.executable).parent / "opentelemetry-instrument"
+    if not launcher.exists():
+        pytest.skip("opentelemetry-instrument is not installed (pip install opentelemetry-distro)")
+    app = tmp_path / "app.py"
+    app.write_text(_APP, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(
+        OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="*",
+        OTEL_TRACES_EXPORTER="none",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_ADAPTIVE_ENABLED="true",
+        OTEL_ADAPTIVE_INSTRUMENT_OPENAI=switch,
+    )
+    result = subprocess.run(
+        [str(launcher), sys.executable, str(app), fake.base_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    (request,) = fake.requests
+    if switch == "true":
+        assert _hints_of(request) == {"priority": 2, "osl": 42}
+        assert request.headers["x-dynamo-session-id"].startswith("zero-code-")
+    else:
+        assert "nvext" not in request.body
