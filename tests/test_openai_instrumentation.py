@@ -336,9 +336,10 @@ from otel_adaptive import autoload
 
 tracer = trace.get_tracer("app")
 agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "zero-code"}
+chat = {"gen_ai.operation.name": "chat"}
 for _ in range(2):
     with tracer.start_as_current_span("agent", attributes=agent):
-        with tracer.start_as_current_span("chat m", attributes={"gen_ai.operation.name": "chat"}) as s:
+        with tracer.start_as_current_span("chat m", attributes=chat) as s:
             s.set_attribute("gen_ai.usage.output_tokens", 42)
     processor = autoload.installed()
     if processor is not None:
