@@ -135,6 +135,8 @@ class HintService:
         self._scale = config.sensitivity_scale
         self._warned: set[str] = set()
         self._profile = profiles.build_profile(config)
+        # The last hints rendered and their wire form (treated as read-only by every caller).
+        self._wire_memo: tuple[AgentHints, profiles.WireHints] | None = None
         self._sites: dict[int, list[Any]] = {}
         # Bumped by set_latency_sensitivity: cached places carry the old value.
         self._generation = 0
@@ -344,8 +346,13 @@ class HintService:
         hints = self.current_hints()
         if hints is None:
             return None
+        memo = self._wire_memo
+        if memo is not None and memo[0] is hints:  # lookups are memoised: same object
+            return memo
         try:
-            return hints, self._profile.render(hints)
+            found = (hints, self._profile.render(hints))
+            self._wire_memo = found  # one assignment: readers see a consistent pair
+            return found
         except Exception:
             _logger.debug("rendering hints failed", exc_info=True)
             return None

@@ -182,7 +182,7 @@ def merged_body(
         child = target.get(key)
         if child is None:
             child = {}
-        elif isinstance(child, Mapping):
+        elif type(child) is dict or isinstance(child, Mapping):  # dict first: the cheap check
             child = dict(child)
         else:
             raise Collision(path, key)

@@ -151,10 +151,13 @@ def _with_hints(resource: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             caller: Mapping[str, Any] | None = kwargs.get("extra_headers")
             client = getattr(resource, "_client", None)
             defaults = getattr(client, "_custom_headers", None)
-            unset = profiles.missing_headers(
-                caller, defaults if isinstance(defaults, Mapping) else None
-            )
-            added = {name: value for name, value in wire.headers.items() if unset(name)}
+            if type(defaults) is not dict and not isinstance(defaults, Mapping):
+                defaults = None
+            if caller or defaults:
+                unset = profiles.missing_headers(caller, defaults)
+                added = {name: value for name, value in wire.headers.items() if unset(name)}
+            else:  # the common case: nobody set headers of their own
+                added = wire.headers
             if added:
                 changed["extra_headers"] = {**(caller or {}), **added}
         return changed
