@@ -105,7 +105,7 @@ def _integration(calls: int) -> None:
     instrumentor = OpenAIInstrumentor()
     messages: list[Any] = [{"role": "user", "content": "hi"}]
     extra_body = {"nvext": {"greed_sampling": True}}
-    samples: dict[str, list[int]] = {"off": [], "on": [], "alone": []}
+    samples: dict[str, list[int]] = {"off": [], "on": [], "manual": [], "alone": []}
     block = 200
     a, b, c = _path(7)
     with (
@@ -114,17 +114,23 @@ def _integration(calls: int) -> None:
         tracer.start_as_current_span(b, attributes=CHAIN),
         tracer.start_as_current_span(c, attributes=CHAIN),
     ):
-        for round_ in range(max(1, calls // (2 * block))):
-            for mode in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
+        # The same request with the hints written in by hand: what the bigger request
+        # itself costs the client, apart from the integration.
+        by_hand = _with_hints(
+            client.chat.completions, {"model": "m", "messages": messages, "extra_body": extra_body}
+        )
+        plain = {"model": "m", "messages": messages, "extra_body": extra_body}
+        modes = ("off", "on", "manual")
+        for round_ in range(max(1, calls // (3 * block))):
+            for mode in modes[round_ % 3 :] + modes[: round_ % 3]:
                 if mode == "on":
                     instrumentor.instrument()
                 else:
                     instrumentor.uninstrument()
+                kwargs = by_hand if mode == "manual" else plain
                 for _ in range(block):
                     t0 = time.thread_time_ns()
-                    client.chat.completions.create(
-                        model="m", messages=messages, extra_body=extra_body
-                    )
+                    client.chat.completions.create(**kwargs)
                     samples[mode].append(time.thread_time_ns() - t0)
         instrumentor.instrument()
         kwargs = {"model": "m", "messages": messages, "extra_body": extra_body}
@@ -149,16 +155,23 @@ def _integration(calls: int) -> None:
     rows = {
         "create, integration off (CPU)": stats(samples["off"]),
         "create, integration on (CPU)": stats(samples["on"]),
+        "create, off, same hints passed by hand (CPU)": stats(samples["manual"]),
         "integration's own work, timed alone": stats(samples["alone"]),
     }
     for what, (median, p99) in rows.items():
         print(f"{what:44} {median:10.2f} {p99:8.2f}")
         report[what] = {"median_us": median, "p99_us": p99}
     off, on = rows["create, integration off (CPU)"], rows["create, integration on (CPU)"]
+    manual = rows["create, off, same hints passed by hand (CPU)"]
     print(f"{'added per create (on - off)':44} {on[0] - off[0]:10.2f} {on[1] - off[1]:8.2f}")
-    print(f"hinted requests: {hinted} of {len(samples['on'])} made with the integration on")
+    print(
+        f"{'added per create (on - by hand)':44} {on[0] - manual[0]:10.2f} {on[1] - manual[1]:8.2f}"
+    )
+    expected = len(samples["on"]) + len(samples["manual"])
+    print(f"hinted requests: {hinted} (expected {expected}: integration on, or by hand)")
     report["added_median_us"] = on[0] - off[0]
     report["added_p99_us"] = on[1] - off[1]
+    report["added_vs_by_hand_median_us"] = on[0] - manual[0]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "hints_integration.json").write_text(json.dumps(report, indent=2))
 
