@@ -188,8 +188,7 @@ def merged_body(
             raise Collision(path, key)
         target[key] = child
         target = child
-    for key, value in hints.items():
-        target.setdefault(key, value)
+    _fill(target, hints)
     return top
 
 
@@ -212,8 +211,14 @@ def merge_body_in_place(
         child = {}
         target[key] = child
         target = child
+    _fill(target, hints)
+
+
+def _fill(target: MutableMapping[str, Any], hints: Mapping[str, Any]) -> None:
+    # A key set to None counts as not set, at the leaves as on the path to them.
     for key, value in hints.items():
-        target.setdefault(key, value)
+        if target.get(key) is None:
+            target[key] = value
 
 
 def missing_headers(
