@@ -383,3 +383,24 @@ def test_the_setting_instruments_the_client_under_opentelemetry_instrument(
         assert request.headers["x-dynamo-session-id"].startswith("zero-code-")
     else:
         assert "nvext" not in request.body
+
+
+def test_the_openai_agents_sdk_is_covered(
+    fake: FakeOpenAIServer, learned: Learned, instrumentor: OpenAIInstrumentor
+) -> None:
+    agents = pytest.importorskip("agents")
+    agents.set_trace_processors([])  # the SDK's own tracing would try to upload
+    _, _, tracer = learned
+    client = AsyncOpenAI(base_url=fake.base_url, api_key="k", max_retries=0)
+    agent = agents.Agent(
+        name="helper",
+        instructions="be brief",
+        model=agents.OpenAIChatCompletionsModel(model=MODEL, openai_client=client),
+    )
+    instrumentor.instrument()
+    with tracer.start_as_current_span("bot", attributes=agent_attrs(AGENT)):
+        result = agents.Runner.run_sync(agent, "hi")
+    assert result.final_output
+    (request,) = fake.requests
+    assert set(_hints_of(request)) == {"priority", "osl"}
+    assert request.headers["x-dynamo-session-id"].startswith(AGENT + "-")
