@@ -3,9 +3,11 @@
 Runs offline: it starts a tiny OpenAI-compatible server on 127.0.0.1 (a thread
 answering ``/v1/chat/completions`` with a canned reply and token usage) and
 points the client at it. Each agent run plans with one request and answers with
-a second. Every request body gets ``nvext.agent_hints`` through ``extra_body``
-once the processor has learned something, and the fake server shows what it
-received.
+a second. The application code calls the client as usual: ``OpenAIInstrumentor``
+adds ``nvext.agent_hints`` (the ``dynamo`` profile: ``priority`` and ``osl``) and
+an ``x-dynamo-session-id`` header to every request once the processor has
+learned something, and the fake server shows what it received. Its ``nvext``
+keeps the application's own ``greed_sampling`` key.
 
     pip install 'otel-adaptive[examples]'
     python examples/openai_client_hints.py --runs 5
@@ -26,7 +28,8 @@ from openai import OpenAI
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_adaptive import AdaptiveSpanProcessor, inject_hints
+from otel_adaptive import AdaptiveSpanProcessor
+from otel_adaptive.instrumentation import OpenAIInstrumentor
 
 MODEL = "fake-model"
 AGENT = "support-bot"
@@ -44,7 +47,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") != "/v1/chat/completions":
             self._send(404, {"error": {"message": f"no route {self.path}"}})
             return
-        self.server.record(body)
+        self.server.record(body, self.headers.get("x-dynamo-session-id"))
         # Answers use half the tokens the request allows, so the learning is predictable.
         completion_tokens = int(body.get("max_tokens", 100)) // 2
         self._send(
@@ -87,11 +90,13 @@ class _FakeOpenAI(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.requests: list[dict[str, Any]] = []
+        self.session_ids: list[str | None] = []
         self._lock = threading.Lock()
 
-    def record(self, body: dict[str, Any]) -> None:
+    def record(self, body: dict[str, Any], session_id: str | None) -> None:
         with self._lock:
             self.requests.append(body)
+            self.session_ids.append(session_id)
 
     @property
     def base_url(self) -> str:
@@ -128,13 +133,12 @@ def run_agent(client: OpenAI, tracer: Any, question: str) -> None:
 def ask(client: OpenAI, tracer: Any, prompt: str, max_tokens: int) -> str:
     attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": MODEL}
     with tracer.start_as_current_span(f"chat {MODEL}", attributes=attributes) as span:
-        extra_body: dict[str, Any] = {}
-        inject_hints(extra_body)  # adds {"nvext": {"agent_hints": {...}}} once learned
+        # Nothing about hints here: the instrumentor merges them in at call time.
         response = client.chat.completions.create(
             model=MODEL,
             messages=[{"role": "user", "content": prompt}],
             max_tokens=max_tokens,
-            extra_body=extra_body,
+            extra_body={"nvext": {"greed_sampling": False}},
         )
         if response.usage is not None:
             span.set_attribute("gen_ai.usage.output_tokens", response.usage.completion_tokens)
@@ -142,8 +146,8 @@ def ask(client: OpenAI, tracer: Any, prompt: str, max_tokens: int) -> str:
         return response.choices[0].message.content or ""
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Run the example; returns the request bodies the fake server received."""
+def main(argv: Sequence[str] | None = None) -> list[tuple[dict[str, Any], str | None]]:
+    """Run the example; returns the (body, session header) of every request received."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args(argv)
@@ -152,20 +156,23 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     processor = AdaptiveSpanProcessor(schedule_delay_millis=50)
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("examples.openai_client_hints")
+    instrumentor = OpenAIInstrumentor()
     try:
         with fake_openai_server() as server:
             client = OpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0)
+            instrumentor.instrument()  # one line; also covers clients built earlier
             for number in range(1, args.runs + 1):
                 run_agent(client, tracer, f"question {number}")
                 processor.force_flush()  # let the next run see what this one taught
             client.close()
-            requests = list(server.requests)
+            requests = list(zip(server.requests, server.session_ids, strict=True))
     finally:
+        instrumentor.uninstrument()
         provider.shutdown()
 
-    for number, body in enumerate(requests, start=1):
-        hints = body.get("nvext", {}).get("agent_hints", "none learned yet")
-        print(f"request {number} ({body['messages'][0]['content']}): {hints}")
+    for number, (body, session_id) in enumerate(requests, start=1):
+        hints = body["nvext"].get("agent_hints", "none learned yet")
+        print(f"request {number} ({body['messages'][0]['content']}): {hints} {session_id or ''}")
     return requests
 
 

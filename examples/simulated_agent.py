@@ -37,7 +37,7 @@ def fake_llm(step: str, output_tokens: int) -> dict[str, Any]:
     with tracer.start_as_current_span(
         "chat sim-1", attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "sim-1"}
     ) as span:
-        inject_hints(body)  # writes body["nvext"]["agent_hints"] once something was learned
+        inject_hints(body)  # merges body["nvext"]["agent_hints"] in once something was learned
         time.sleep(random.uniform(0.002, 0.004))
         span.set_attribute("gen_ai.usage.output_tokens", output_tokens + random.randint(-5, 5))
         span.set_attribute("gen_ai.usage.input_tokens", 120)

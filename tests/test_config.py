@@ -40,6 +40,10 @@ def _invalid_env_values(allowed: str) -> list[str]:
         return ["http://127.0.0.1:6379", "127.0.0.1:6379"]
     if "without { or }" in allowed:
         return ["app:{x}:"]
+    if allowed.startswith("a dotted path"):
+        return ["a..b", "a b"]
+    if allowed.startswith("an HTTP header name"):
+        return ["x hints", "x:y"]
     return []
 
 
@@ -142,8 +146,13 @@ def test_every_variable_is_read_from_the_environment() -> None:
         "OTEL_ADAPTIVE_SENSITIVITY": "FALSE",
         "OTEL_ADAPTIVE_PARALLEL_WEIGHT": "0.25",
         "OTEL_ADAPTIVE_SENSITIVITY_SCALE": "10",
+        "OTEL_ADAPTIVE_HINT_PROFILE": "custom",
+        "OTEL_ADAPTIVE_HINT_FIELDS": "priority,osl:tokens",
         "OTEL_ADAPTIVE_HINT_BODY_PATH": "extra.hints",
         "OTEL_ADAPTIVE_HINT_HEADER": "x-agent-hints",
+        "OTEL_ADAPTIVE_HINT_SESSION_HEADER": "x-session",
+        "OTEL_ADAPTIVE_HINT_PARENT_SESSION_HEADER": "none",
+        "OTEL_ADAPTIVE_INSTRUMENT_OPENAI": "true",
         "OTEL_ADAPTIVE_REDIS_URL": "redis://127.0.0.1:6379/3",
         "OTEL_ADAPTIVE_REDIS_CLUSTER": "1",
         "OTEL_ADAPTIVE_KEY_PREFIX": "fleet:",
@@ -179,8 +188,13 @@ def test_every_variable_is_read_from_the_environment() -> None:
         "sensitivity": False,
         "parallel_weight": 0.25,
         "sensitivity_scale": 10,
+        "hint_profile": "custom",
+        "hint_fields": "priority,osl:tokens",
         "hint_body_path": "extra.hints",
         "hint_header": "x-agent-hints",
+        "hint_session_header": "x-session",
+        "hint_parent_session_header": None,
+        "instrument_openai": True,
         "redis_url": "redis://127.0.0.1:6379/3",
         "redis_cluster": True,
         "key_prefix": "fleet:",

@@ -27,21 +27,19 @@ def test_the_fake_server_receives_agent_hints_once_something_was_learned(
     requests = _load_example().main(["--runs", "4"])
     assert len(requests) == 8  # a plan and an answer per run
     first_run, later_runs = requests[:2], requests[2:]
-    assert all("nvext" not in body for body in first_run)
-    for body in later_runs:
-        hints = body["nvext"]["agent_hints"]
-        assert set(hints) == {
-            "osl",
-            "iat",
-            "priority",
-            "latency_sensitivity",
-            "prefix_id",
-            "total_requests",
-        }
-        assert hints["prefix_id"].startswith("support-bot-d")
+    for body, session_id in first_run:
+        assert body["nvext"] == {"greed_sampling": False}  # sent as the application wrote it
+        assert session_id is None
+    for body, session_id in later_runs:
+        assert set(body["nvext"]) == {"greed_sampling", "agent_hints"}
+        assert set(body["nvext"]["agent_hints"]) == {"priority", "osl"}
+        assert session_id is not None and session_id.startswith("support-bot-")
+    # One session id per run: the plan and the answer of a run share it.
+    sessions = [session_id for _, session_id in later_runs]
+    assert sessions[0] == sessions[1] != sessions[2] == sessions[3]
     # The fake server answers with half of max_tokens: 32 for plans, 256 for answers.
-    plans = [body for body in later_runs if body["max_tokens"] == 64]
-    answers = [body for body in later_runs if body["max_tokens"] == 512]
+    plans = [body for body, _ in later_runs if body["max_tokens"] == 64]
+    answers = [body for body, _ in later_runs if body["max_tokens"] == 512]
     assert {body["nvext"]["agent_hints"]["osl"] for body in plans} == {32}
     assert {body["nvext"]["agent_hints"]["osl"] for body in answers} == {256}
     assert "request 8" in capsys.readouterr().out

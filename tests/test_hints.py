@@ -129,7 +129,7 @@ def test_manual_latency_sensitivity_raises_but_never_lowers() -> None:
             raised = otel_adaptive.current_hints()
     assert learned is not None and raised is not None
     assert raised.latency_sensitivity == 5
-    assert raised.priority == 0
+    assert raised.priority == 4  # the most urgent on the 1..5 scale
     assert learned.latency_sensitivity <= 5
     assert not otel_adaptive.set_latency_sensitivity(0)
     assert not otel_adaptive.set_latency_sensitivity("high")  # type: ignore[arg-type]
@@ -137,7 +137,7 @@ def test_manual_latency_sensitivity_raises_but_never_lowers() -> None:
 
 
 def test_inject_hints_writes_body_path_and_header() -> None:
-    provider, processor, tracer = make_processor(hint_header="x-agent-hints")
+    provider, processor, tracer = make_processor(hint_profile="custom", hint_header="x-agent-hints")
     for _ in range(2):
         with timed_span(tracer, "run", 0, 10, agent_attrs("inj")):
             with timed_span(tracer, "chat m", 1, 5, LLM, end_attributes=usage(7)):

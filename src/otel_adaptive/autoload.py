@@ -71,6 +71,10 @@ def install(
             target.add_span_processor(processor)
             _installed = processor
             _logger.info("otel-adaptive: processor added (%s)", _store_kind(config))
+            if config.instrument_openai:
+                from otel_adaptive.instrumentation.openai import OpenAIInstrumentor
+
+                OpenAIInstrumentor().instrument()
             return processor
     except ConfigError as exc:
         # The message names the variable, the value and what is allowed; no traceback needed.

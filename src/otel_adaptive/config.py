@@ -16,8 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from otel_adaptive import profiles
+
 RunRootPolicy = Literal["agent_or_root", "agent"]
 BadDataPolicy = Literal["ignore", "replace"]
+HintProfile = Literal["dynamo", "nat", "custom"]
 
 _RUN_ROOT_POLICIES: tuple[str, ...] = ("agent_or_root", "agent")
 _BAD_DATA_POLICIES: tuple[str, ...] = ("ignore", "replace")
@@ -84,11 +87,27 @@ class AdaptiveConfig:
     sensitivity_scale: int = 5
     """Latency sensitivity is reported on 1..scale."""
 
+    hint_profile: HintProfile = "dynamo"
+    """What hints look like on the wire: ``dynamo`` (``priority`` and ``osl``, for Dynamo
+    >= 1.3), ``nat`` (NeMo Agent Toolkit's six fields, for Dynamo <= 1.2) or ``custom``
+    (the fields of ``OTEL_ADAPTIVE_HINT_FIELDS``). See docs/hints.md."""
+    hint_fields: str | None = None
+    """``custom`` profile only: the fields to send, comma-separated, each optionally
+    ``:name`` to send it under another name (e.g. ``priority,osl:expected_tokens``;
+    unset: all six under their own names)."""
     hint_body_path: str | None = "nvext.agent_hints"
-    """Dotted path where ``inject_hints`` writes hints into a request body (unset: not
+    """Dotted path of the hint object in a request body, for every profile (none: not
     into the body)."""
     hint_header: str | None = None
-    """Header where ``inject_hints`` writes hints as JSON (None: no header)."""
+    """Header that also carries the hint object as JSON (None: no header)."""
+    hint_session_header: str | None = "x-dynamo-session-id"
+    """Header carrying the run's session id, ``{agent_id}-{trace_id}`` (none: not sent)."""
+    hint_parent_session_header: str | None = "x-dynamo-parent-session-id"
+    """Header carrying the parent session id of a run started by a remote caller,
+    ``{trace_id}-{remote_parent_span_id}`` (none: not sent)."""
+    instrument_openai: bool = False
+    """Under ``opentelemetry-instrument``: also instrument the ``openai`` client so every
+    chat-completions and responses request carries the hints."""
 
     redis_url: str | None = None
     """``redis://``, ``rediss://`` or ``unix://`` URL; None keeps everything in process."""
@@ -123,6 +142,12 @@ class AdaptiveConfig:
                 f"max_export_batch_size ({env_var_name('max_export_batch_size')}) = "
                 f"{self.max_export_batch_size} must not exceed max_queue_size "
                 f"({env_var_name('max_queue_size')}) = {self.max_queue_size}"
+            )
+        if self.hint_fields is not None and self.hint_profile != "custom":
+            raise ConfigError(
+                f"hint_fields ({env_var_name('hint_fields')}) = {self.hint_fields!r} needs "
+                f"hint_profile ({env_var_name('hint_profile')}) = 'custom', not "
+                f"{self.hint_profile!r}"
             )
 
     def replace(self, **changes: Any) -> AdaptiveConfig:
@@ -178,6 +203,10 @@ class _Spec:
             "prefix": "a non-empty string without { or }",
             "choice": "one of " + ", ".join(self.choices),
             "list": "a comma-separated list of " + ", ".join(self.choices),
+            "fields": "a comma-separated list of field[:name] with fields from "
+            + ", ".join(profiles.FIELDS),
+            "path": "a dotted path of keys without spaces",
+            "header": "an HTTP header name",
         }[self.kind]
         if self.minimum is not None:
             base += f" >= {self.minimum:g}"
@@ -259,6 +288,24 @@ def _is_list(value: object, spec: _Spec) -> bool:
     )
 
 
+def _is_field_list(value: object, _: _Spec) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        profiles.parse_field_list(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_body_path(value: object, _: _Spec) -> bool:
+    return profiles.is_body_path(value)
+
+
+def _is_header_name(value: object, _: _Spec) -> bool:
+    return profiles.is_header_name(value)
+
+
 _CHECKS: dict[str, Callable[[object, _Spec], bool]] = {
     "bool": _is_bool,
     "int": _is_int,
@@ -268,6 +315,9 @@ _CHECKS: dict[str, Callable[[object, _Spec], bool]] = {
     "prefix": _is_key_prefix,
     "choice": _is_choice,
     "list": _is_list,
+    "fields": _is_field_list,
+    "path": _is_body_path,
+    "header": _is_header_name,
 }
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -306,6 +356,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "prefix": str,
     "choice": str,
     "list": _parse_list,
+    "fields": str,
+    "path": str,
+    "header": str,
 }
 
 
@@ -331,8 +384,13 @@ def _build_specs() -> tuple[_Spec, ...]:
         "sensitivity": ("bool", None, ()),
         "parallel_weight": ("float", 0, ()),
         "sensitivity_scale": ("int", 2, ()),
-        "hint_body_path": ("str", None, ()),
-        "hint_header": ("str", None, ()),
+        "hint_profile": ("choice", None, profiles.PROFILES),
+        "hint_fields": ("fields", None, ()),
+        "hint_body_path": ("path", None, ()),
+        "hint_header": ("header", None, ()),
+        "hint_session_header": ("header", None, ()),
+        "hint_parent_session_header": ("header", None, ()),
+        "instrument_openai": ("bool", None, ()),
         "redis_url": ("url", None, ()),
         "redis_cluster": ("bool", None, ()),
         "key_prefix": ("prefix", None, ()),

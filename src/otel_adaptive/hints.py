@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-import msgspec
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
-from otel_adaptive import conventions
+from otel_adaptive import conventions, profiles
 from otel_adaptive.cache import PlanCache
 from otel_adaptive.config import AdaptiveConfig
 from otel_adaptive.records import STRUCTURAL_SCOPES, clean_name
@@ -31,27 +30,34 @@ _MAX_DEPTH = 64
 _MAX_CACHED_SITES = 4096
 _UNSET: Any = object()
 
-_json = msgspec.json.Encoder()
-
 
 @dataclass(frozen=True, slots=True)
 class AgentHints:
-    """Hints for one LLM request, in the shape of the ``nvext.agent_hints`` body field."""
+    """Hints for one LLM request; the hint profile decides which of them go on the wire."""
 
     osl: int
     """Expected output tokens (p90 of what this call site produced)."""
     iat: int
     """Expected milliseconds until the next LLM call arrives (mean)."""
     priority: int
-    """Scheduling priority, ``scale - latency_sensitivity`` (higher is more urgent)."""
+    """Scheduling priority, ``latency_sensitivity - 1``: 0 for the most tolerant call,
+    higher is more urgent (Dynamo's meaning)."""
     latency_sensitivity: int
     """1 (tolerant) .. scale (latency-critical)."""
     prefix_id: str
     """Shared-prefix key: ``{agent_id}-d{depth}`` of the trie node that answered."""
     total_requests: int
     """Expected number of LLM requests in the whole run."""
+    agent_id: str = ""
+    """The agent whose run makes the call."""
+    session_id: str = ""
+    """One id per run, ``{agent_id}-{trace_id}`` (32 hex digits): a session for routers."""
+    parent_session_id: str | None = None
+    """``{trace_id}-{span_id}`` of the remote span the run was started under, when the
+    run's trace came in from another process (None: the run started here)."""
 
     def to_dict(self) -> dict[str, Any]:
+        """The six predicted values (not the session ids), under their own names."""
         return {
             "osl": self.osl,
             "iat": self.iat,
@@ -128,6 +134,9 @@ class HintService:
         self._ended_under = ended_under
         self._scale = config.sensitivity_scale
         self._warned: set[str] = set()
+        self._profile = profiles.build_profile(config)
+        # The last hints rendered and their wire form (treated as read-only by every caller).
+        self._wire_memo: tuple[AgentHints, profiles.WireHints] | None = None
         self._sites: dict[int, list[Any]] = {}
         # Bumped by set_latency_sensitivity: cached places carry the old value.
         self._generation = 0
@@ -282,10 +291,32 @@ class HintService:
         return AgentHints(
             osl=_round_half_up(prediction.output_tokens.p90),
             iat=_round_half_up(prediction.interarrival_ms.mean),
-            priority=max(self._scale - sensitivity, 0),
+            priority=sensitivity - 1,
             latency_sensitivity=sensitivity,
             prefix_id=f"{agent_id}-d{found.depth}",
             total_requests=_round_half_up(prediction.remaining_calls.mean) + call_index,
+            agent_id=agent_id,
+        )
+
+    def _with_session(self, hints: AgentHints) -> AgentHints:
+        """The hints with the session ids of the run the current span belongs to."""
+        span: Any = trace.get_current_span()
+        context = span.get_span_context()
+        parent_session = None
+        for _ in range(_MAX_DEPTH):
+            parent = getattr(span, "parent", None)
+            if parent is None:
+                break
+            if parent.is_remote:
+                parent_session = f"{parent.trace_id:032x}-{parent.span_id:016x}"
+                break
+            span = self._live.get(parent.span_id)
+            if span is None:
+                break
+        return replace(
+            hints,
+            session_id=f"{_header_safe(hints.agent_id)}-{context.trace_id:032x}",
+            parent_session_id=parent_session,
         )
 
     def current_hints(self) -> AgentHints | None:
@@ -302,10 +333,28 @@ class HintService:
                 hints: AgentHints | None = memo[2]
                 return hints
             hints = self._hints(place.agent_id, place.path, call_index, place.manual_sensitivity)
+            if hints is not None:
+                hints = self._with_session(hints)
             entry[3] = (version, call_index, hints)  # one assignment: a consistent memo
             return hints
         except Exception:  # the application must never see our failure
             _logger.debug("hint lookup failed", exc_info=True)
+            return None
+
+    def wire_hints(self) -> tuple[AgentHints, profiles.WireHints] | None:
+        """The current hints and what the active profile puts on the wire for them."""
+        hints = self.current_hints()
+        if hints is None:
+            return None
+        memo = self._wire_memo
+        if memo is not None and memo[0] is hints:  # lookups are memoised: same object
+            return memo
+        try:
+            found = (hints, self._profile.render(hints))
+            self._wire_memo = found  # one assignment: readers see a consistent pair
+            return found
+        except Exception:
+            _logger.debug("rendering hints failed", exc_info=True)
             return None
 
     def inject_hints(
@@ -313,32 +362,34 @@ class HintService:
         body: MutableMapping[str, Any] | None = None,
         headers: MutableMapping[str, str] | None = None,
     ) -> AgentHints | None:
-        """Write the current hints into a request body and/or headers; returns them."""
-        hints = self.current_hints()
-        if hints is None:
+        """Merge the current hints into a request body and/or headers; returns them.
+
+        Keys the caller already set win. None: nothing was learned for this call
+        (nothing written).
+        """
+        found = self.wire_hints()
+        if found is None:
             return None
+        hints, wire = found
         try:
-            payload = hints.to_dict()
-            if body is not None and self._config.hint_body_path:
-                self._put(body, self._config.hint_body_path, payload)
-            if headers is not None and self._config.hint_header:
-                headers[self._config.hint_header] = _json.encode(payload).decode()
+            if body is not None and wire.body_path is not None and wire.body:
+                self._put(body, wire.body_path, wire.body)
+            if headers is not None and wire.headers:
+                unset = profiles.missing_headers(headers)
+                for name, value in wire.headers.items():
+                    if unset(name):
+                        headers[name] = value
         except Exception:
             _logger.debug("hint injection failed", exc_info=True)
         return hints
 
-    def _put(self, body: MutableMapping[str, Any], dotted: str, payload: dict[str, Any]) -> None:
-        *parents, leaf = dotted.split(".")
-        target: MutableMapping[str, Any] = body
-        for key in parents:
-            child = target.setdefault(key, {})
-            if not isinstance(child, MutableMapping):
-                self._warn_once(
-                    dotted, f"cannot inject hints at {dotted!r}: {key!r} is not an object"
-                )
-                return
-            target = child
-        target[leaf] = payload
+    def _put(
+        self, body: MutableMapping[str, Any], path: tuple[str, ...], payload: dict[str, Any]
+    ) -> None:
+        try:
+            profiles.merge_body_in_place(body, path, payload)
+        except profiles.Collision as exc:
+            self._warn_once("collision", f"{exc}; the request was left unchanged")
 
     def set_latency_sensitivity(self, value: int) -> bool:
         """Mark the current span latency-sensitive (1..scale); True when recorded."""
@@ -362,6 +413,13 @@ class HintService:
         if key not in self._warned:
             self._warned.add(key)
             _logger.warning(message)
+
+
+def _header_safe(text: str) -> str:
+    # Agent ids are free text; a header value must be visible ASCII.
+    if text.isascii() and text.isprintable() and " " not in text:
+        return text
+    return "".join(c if c.isascii() and c.isprintable() and c != " " else "_" for c in text)
 
 
 def _round_half_up(value: float) -> int:
@@ -406,8 +464,10 @@ def inject_hints(
     body: MutableMapping[str, Any] | None = None,
     headers: MutableMapping[str, str] | None = None,
 ) -> AgentHints | None:
-    """Write the current hints into a request body (at the configured dotted path,
-    default ``nvext.agent_hints``) and/or a header; returns them (None: nothing written)."""
+    """Merge the current hints into a request body and/or headers, as the hint profile
+    says (default ``dynamo``: ``body["nvext"]["agent_hints"] = {"priority", "osl"}`` and
+    an ``x-dynamo-session-id`` header). Keys the caller already set are kept. Returns
+    the hints (None: nothing learned, nothing written)."""
     service = _current_service()
     return None if service is None else service.inject_hints(body, headers)
 

@@ -295,8 +295,10 @@ def _plan(config: AdaptiveConfig) -> list[str]:
         targets.append(f"request bodies at {config.hint_body_path}")
     if config.hint_header:
         targets.append(f"the {config.hint_header} header")
+    if config.hint_session_header:
+        targets.append(f"the {config.hint_session_header} header")
     lines.append(
-        "inject hints into " + " and ".join(targets)
+        f"inject hints ({config.hint_profile} profile) into " + " and ".join(targets)
         if targets
         else "inject hints nowhere (no body path or header)"
     )
