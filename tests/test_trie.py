@@ -526,7 +526,7 @@ def test_tricky_names_stay_distinct() -> None:
         '[["a"],1,"mine"]',
         '[["a"],1,"own",1]',
         '[["a"],["b"]]',
-        '[1,1]',
+        "[1,1]",
     ],
 )
 def test_foreign_or_non_canonical_keys_are_rejected(key: str) -> None:

@@ -340,9 +340,7 @@ class HintService:
     def hints_for(self, site: CallSite) -> AgentHints | None:
         """Hints for a resolved call site, or None when nothing was learned for its agent."""
         made = site.call_index - 1 if site.calls_made is None else site.calls_made
-        return self._hints(
-            site.agent_id, site.path, site.call_index, made, site.manual_sensitivity
-        )
+        return self._hints(site.agent_id, site.path, site.call_index, made, site.manual_sensitivity)
 
     def _hints(
         self,

@@ -463,9 +463,7 @@ class _ViewNode:
                 for index in sorted(self.own_by_index)
             },
             "own_predictions_any_index": (
-                self.own_any_index.prediction.to_dict()
-                if self.own_any_index is not None
-                else None
+                self.own_any_index.prediction.to_dict() if self.own_any_index is not None else None
             ),
         }
 
