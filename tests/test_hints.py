@@ -90,9 +90,9 @@ def test_call_sites_under_different_scopes_get_different_hints() -> None:
     assert outline is not None and draft is not None
     assert (outline.osl, draft.osl) == (20, 2000)
     assert outline.prefix_id == draft.prefix_id == "writer-d2"
-    # total_requests = round(mean remaining calls) + call index under the same parent
-    # (design §5.2): "draft" is the first call under its parent and the run's last.
-    assert (outline.total_requests, draft.total_requests) == (2, 1)
+    # total_requests = calls the run already made + 1 + round(mean remaining calls):
+    # "draft" is the first call at its path but the run's second, and its last.
+    assert (outline.total_requests, draft.total_requests) == (2, 2)
     provider.shutdown()
 
 

@@ -142,24 +142,63 @@ def test_any_index_blends_all_calls_of_a_node() -> None:
     assert abs(root.output_tokens.p90 - np.percentile(tokens, 90)) <= 40
 
 
-def test_call_index_restarts_for_each_parent_span() -> None:
-    def two_parents() -> RunRecord:
+def test_call_index_counts_the_runs_calls_at_one_path_across_parent_spans() -> None:
+    # Each turn in a span of its own (one parent per turn), all at one scope path.
+    def turns() -> RunRecord:
         return run(
-            llm(0, 10 * MS, path=("agent", "step"), parent="first", tokens=100),
-            llm(20 * MS, 30 * MS, path=("agent", "step"), parent="first", tokens=200),
-            llm(40 * MS, 50 * MS, path=("agent", "step"), parent="second", tokens=100),
-            llm(60 * MS, 70 * MS, path=("agent", "step"), parent="second", tokens=200),
+            llm(0, 10 * MS, path=("agent", "turn"), parent="first", tokens=100),
+            llm(20 * MS, 30 * MS, path=("agent", "turn"), parent="second", tokens=200),
+            llm(40 * MS, 50 * MS, path=("agent", "turn"), parent="third", tokens=300),
+            llm(60 * MS, 70 * MS, path=("agent", "other"), parent="fourth", tokens=7),
         )
 
     learner = PredictionTrieLearner()
-    learned = nodes(learner.learn([two_parents() for _ in range(10)])["agent"])
-    step = ("agent", "step")
-    assert encode_field_key(step, 3) not in learned
-    assert learned[encode_field_key(step, 1)].output_tokens.count == 20
-    assert learned[encode_field_key(step, 1)].output_tokens.max == 100
-    assert learned[encode_field_key(step, 2)].output_tokens.min == 200
-    # remaining_calls still counts every later LLM call of the run.
-    assert learned[encode_field_key(step, 1)].remaining_calls.p50 == 2.0
+    learned = nodes(learner.learn([turns() for _ in range(10)])["agent"])
+    turn = ("agent", "turn")
+    assert encode_field_key(turn, 4) not in learned
+    for k in (1, 2, 3):
+        assert learned[encode_field_key(turn, k)].output_tokens.count == 10
+        assert learned[encode_field_key(turn, k)].output_tokens.max == 100 * k
+        # remaining_calls counts every later LLM call of the run, at any path.
+        assert learned[encode_field_key(turn, k)].remaining_calls.p50 == 4 - k
+    # The other path starts its own count.
+    assert learned[encode_field_key(("agent", "other"), 1)].output_tokens.max == 7
+    trie = learn_view(learner, [turns() for _ in range(10)])
+    found = [trie.lookup(turn, k) for k in (1, 2, 3)]
+    assert [p.output_tokens.p90 if p else None for p in found] == [100, 200, 300]
+
+
+def test_a_nodes_own_calls_answer_before_its_subtree_aggregate() -> None:
+    # An agent used as a tool: the outer agent's calls sit at ("outer",), the inner
+    # agent's beneath it, at ("outer", "inner"), with their own token counts.
+    def nested() -> RunRecord:
+        return run(
+            llm(0, 10 * MS, path=("outer",), parent="o", tokens=11),
+            llm(20 * MS, 30 * MS, path=("outer", "inner"), parent="i", tokens=18),
+            llm(40 * MS, 50 * MS, path=("outer", "inner"), parent="i", tokens=18),
+            llm(60 * MS, 70 * MS, path=("outer",), parent="o", tokens=5),
+        )
+
+    learner = PredictionTrieLearner()
+    trie = learn_view(learner, [nested() for _ in range(10)])
+    first, second = trie.match(("outer",), 1), trie.match(("outer",), 2)
+    assert first is not None and second is not None
+    assert (first.prediction.output_tokens.p90, first.depth) == (11, 1)
+    assert second.prediction.output_tokens.p90 == 5
+    assert second.prediction.remaining_calls.mean == 0
+    inner = trie.match(("outer", "inner"), 2)
+    assert inner is not None and inner.prediction.output_tokens.p90 == 18
+    # The subtree aggregate is still there, as the fallback and on the wire.
+    envelope = trie.envelope()
+    validate_envelope(envelope)
+    outer = envelope["root"]["children"]["outer"]
+    assert outer["predictions_by_call_index"]["1"]["output_tokens"]["sample_count"] == 20
+    assert outer["own_predictions_by_call_index"]["1"]["output_tokens"]["sample_count"] == 10
+    assert outer["own_predictions_any_index"]["output_tokens"]["sample_count"] == 20
+    assert envelope["root"]["own_predictions_any_index"] is None
+    # Past the learned call indexes, the own any-index answers.
+    third = trie.match(("outer",), 3)
+    assert third is not None and third.prediction.output_tokens.mean == 8
 
 
 def test_calls_without_parent_share_one_counter_and_tokens_default_to_zero() -> None:
@@ -450,7 +489,10 @@ buckets: st.SearchStrategy[Bucket] = st.one_of(st.just(ANY_INDEX), st.integers(1
 @given(path=st.lists(names, max_size=6).map(tuple), bucket=buckets)
 def test_field_keys_round_trip_any_names(path: tuple[str, ...], bucket: Bucket) -> None:
     key = encode_field_key(path, bucket)
-    assert decode_field_key(key) == (path, bucket)
+    assert decode_field_key(key) == (path, bucket, False)
+    own = encode_field_key(path, bucket, own=True)
+    assert own != key
+    assert decode_field_key(own) == (path, bucket, True)
 
 
 @settings(max_examples=200, deadline=None)
@@ -473,7 +515,19 @@ def test_tricky_names_stay_distinct() -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ['[["a"], 1]', '[["a"],0]', '[["a"],true]', '[["a"],"x"]', '[["a"],1.0]', "garbage", '["a"]'],
+    [
+        '[["a"], 1]',
+        '[["a"],0]',
+        '[["a"],true]',
+        '[["a"],"x"]',
+        '[["a"],1.0]',
+        "garbage",
+        '["a"]',
+        '[["a"],1,"mine"]',
+        '[["a"],1,"own",1]',
+        '[["a"],["b"]]',
+        "[1,1]",
+    ],
 )
 def test_foreign_or_non_canonical_keys_are_rejected(key: str) -> None:
     with pytest.raises(ValueError):
@@ -616,7 +670,7 @@ def test_view_reuses_predictions_of_unchanged_fields() -> None:
     again = learner.view("agent", fields)
     path = ("agent", "loop")
     assert first.lookup(path, 1) is again.lookup(path, 1)
-    changed_key = encode_field_key(path, 1)
+    changed_key = encode_field_key(path, 1, own=True)
     fields[changed_key] = nodes(learner.learn([ramp_run()])["agent"])[changed_key]
     updated = learner.view("agent", fields)
     assert updated.lookup(path, 1) is not first.lookup(path, 1)

@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 from opentelemetry.sdk.trace import ReadableSpan
 
-from otel_adaptive import conventions
+from otel_adaptive import conventions, identity
 from otel_adaptive.config import AdaptiveConfig
 from otel_adaptive.records import (
     STRUCTURAL_SCOPES,
@@ -48,6 +48,7 @@ class AssemblerCounters:
     runs_evicted: int = 0
     calls_truncated: int = 0
     spans_outside_runs: int = 0
+    calls_outside_runs: int = 0
     late_spans: int = 0
     duplicate_spans: int = 0
     traces_evicted_capacity: int = 0
@@ -60,6 +61,7 @@ class _Node:
     parent_is_remote: bool
     start_ns: int
     name: str
+    start_name: str  # what a hint lookup saw while it was open
     live: ReadableSpan | None = None  # the live span while open, to read late attributes
     ended: bool = False
     end_ns: int = 0
@@ -98,6 +100,9 @@ class RunAssembler:
         # Ended run roots whose run still has open spans (streams read after their
         # parent ended): (trace id, root) until they close or the grace time is up.
         self._waiting: dict[int, tuple[int, _Node]] = {}
+        # Run root span name at start -> the agent id its run was stored under, for
+        # hint lookups that only see the start (identity.alias_key).
+        self._aliases: dict[str, str] = {}
         self.counters = AssemblerCounters()
 
     # --- public surface used by the exporter ------------------------------------------------
@@ -137,7 +142,7 @@ class RunAssembler:
         if node.detached:
             self.counters.late_spans += 1
             self._forget(trace, node)
-        elif node.scope == "agent" or self._is_local_root(node):
+        elif self._is_agent(node) or self._is_local_root(node):
             # A possible run root: walk what is beneath it once, for every decision.
             members = list(self._subtree(trace, node))
             if self._is_run_root(trace, node, members):
@@ -155,6 +160,11 @@ class RunAssembler:
         """Runs completed since the last call."""
         done, self._completed = self._completed, []
         return done
+
+    def take_aliases(self) -> dict[str, str]:
+        """Run root start names -> agent ids of the runs completed since the last call."""
+        aliases, self._aliases = self._aliases, {}
+        return aliases
 
     def take_evicted_span_ids(self) -> list[int]:
         """Ids of open spans dropped by eviction since the last call."""
@@ -197,12 +207,14 @@ class RunAssembler:
     def _new_node(self, span: ReadableSpan) -> _Node:
         parent = span.parent
         assert span.context is not None
+        name = self._cut(span.name)
         return _Node(
             span_id=span.context.span_id,
             parent_id=parent.span_id if parent is not None else None,
             parent_is_remote=bool(parent is not None and parent.is_remote),
             start_ns=_as_ns(span.start_time, 0),
-            name=self._cut(span.name),
+            name=name,
+            start_name=name,
         )
 
     def _add(self, trace_id: int, trace: _Trace, node: _Node) -> bool:
@@ -251,14 +263,20 @@ class RunAssembler:
             yield parent
             parent_id = parent.parent_id
 
-    def _current_scope(self, node: _Node) -> ScopeType:
+    @staticmethod
+    def _is_agent(node: _Node) -> bool:
+        return node.ended and identity.is_agent_scope(node.scope, node.name, node.attributes)
+
+    def _is_agent_now(self, node: _Node) -> bool:
         if node.ended or node.live is None:
-            return node.scope
+            return self._is_agent(node)
         # Still open: classify from what the live span carries right now.
         live = node.live
-        return conventions.classify(
-            live.attributes, live.name, name_heuristics=self._config.name_heuristics
+        attributes = live.attributes
+        kind = conventions.classify(
+            attributes, live.name, name_heuristics=self._config.name_heuristics
         )
+        return identity.is_agent_scope(kind, self._cut(live.name), attributes)
 
     @staticmethod
     def _is_local_root(node: _Node) -> bool:
@@ -279,9 +297,9 @@ class RunAssembler:
         if node.contains_run:
             return False
         if (
-            node.scope == "agent"
+            self._is_agent(node)
             and any(n.ended and n.scope in _CALL_KINDS and n is not node for n, _ in members)
-            and not any(self._current_scope(a) == "agent" for a in self._ancestors(trace, node))
+            and not any(self._is_agent_now(a) for a in self._ancestors(trace, node))
         ):
             return True
         # Some instrumentations label any step with "agent" in its name as an agent:
@@ -348,15 +366,16 @@ class RunAssembler:
         calls: list[CallRecord] = []
         nested_in_llm: set[int] = set()
         first_agent: _Node | None = None  # the first agent span beneath the root
+        graph_node: _Node | None = None  # the first generic graph node beneath the root
         for node, path in members:
             if not node.ended:
                 continue
-            if (
-                node.scope == "agent"
-                and node is not root
-                and (first_agent is None or node.start_ns < first_agent.start_ns)
-            ):
-                first_agent = node
+            if node.scope == "agent" and node is not root:
+                if not identity.is_graph_node(node.scope, node.name, node.attributes):
+                    if first_agent is None or node.start_ns < first_agent.start_ns:
+                        first_agent = node
+                elif graph_node is None or node.start_ns < graph_node.start_ns:
+                    graph_node = node
             if node.scope not in _CALL_KINDS or node.span_id in nested_in_llm:
                 continue
             if node.scope == "llm":
@@ -369,9 +388,14 @@ class RunAssembler:
         if len(calls) > self._config.max_calls_per_run:
             self.counters.calls_truncated += len(calls) - self._config.max_calls_per_run
             del calls[self._config.max_calls_per_run :]
+        graph = None
+        if graph_node is not None and graph_node.parent_id is not None:
+            graph = trace.nodes.get(graph_node.parent_id)
+        agent_id = self._agent_id(root, first_agent, graph)
+        self._aliases[identity.alias_key(root.start_name)] = agent_id
         run = RunRecord(
             id=f"{trace_id:032x}-{root.span_id:016x}",
-            agent_id=self._agent_id(root, first_agent),
+            agent_id=agent_id,
             trace_id=f"{trace_id:032x}",
             start_ns=root.start_ns,
             end_ns=root.end_ns,
@@ -450,21 +474,19 @@ class RunAssembler:
             end_ns=node.end_ns,
         )
 
-    def _agent_id(self, root: _Node, first_agent: _Node | None) -> str:
-        """The run's agent: explicit names first, then span names (design §4).
-
-        The span name of the first agent beneath the root comes before the root's
-        own name: agent SDK bridges wrap each run in a generic workflow span, and
-        some set the inner agent's name attribute only at end, when hints asked
-        earlier could only see its span name.
-        """
-        if root.scope == "agent":
-            named = conventions.agent_name(root.attributes)
-            if not named and first_agent is not None:
-                named = conventions.agent_name(first_agent.attributes) or first_agent.name
-            return self._cut(named or root.name)
-        fallback = self._config.agent_id or root.service_name or "unknown_service"
-        return self._cut(fallback)
+    def _agent_id(self, root: _Node, first_agent: _Node | None, graph: _Node | None) -> str:
+        """The run's agent, by the one rule of :mod:`otel_adaptive.identity`."""
+        inner = None if first_agent is None else (first_agent.name, first_agent.attributes)
+        return self._cut(
+            identity.run_agent_id(
+                root.scope,
+                root.name,
+                root.attributes,
+                first_inner_agent=inner,
+                graph_name=None if graph is None else graph.name,
+                fallback=identity.fallback_agent_id(self._config.agent_id, root.service_name),
+            )
+        )
 
     # --- cleanup ------------------------------------------------------------------------------
 
@@ -482,6 +504,11 @@ class RunAssembler:
         members = [node for node, _ in self._subtree(trace, root, skip_waiting=True)]
         if not root.contains_run:
             self.counters.spans_outside_runs += sum(1 for n in members if n.ended)
+        # Calls are counted whether or not a run was emitted beside them: a call that
+        # belongs to no run is lost to learning, and that must show.
+        self.counters.calls_outside_runs += sum(
+            1 for n in members if n.ended and n.scope in _CALL_KINDS
+        )
         self._remove_members(trace, members)
 
     def _forget(self, trace: _Trace, node: _Node) -> None:

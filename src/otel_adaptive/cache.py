@@ -26,13 +26,23 @@ class AgentPlan:
 
 
 _EMPTY: Mapping[str, AgentPlan] = MappingProxyType({})
+_NO_ALIASES: Mapping[str, str] = MappingProxyType({})
+#: Run-root names remembered for hint lookups; the oldest go first beyond it.
+MAX_ALIASES = 4096
 
 
 class PlanCache:
-    """Holds the latest snapshot of every agent's plan."""
+    """Holds the latest snapshot of every agent's plan.
+
+    With the plans it holds the *aliases*: for the span name a run root had at
+    start, the agent id the assembler stored its run under. A hint lookup sees
+    only what was set at start, and some instrumentations name the agent at end
+    (see :mod:`otel_adaptive.identity`).
+    """
 
     def __init__(self) -> None:
         self._plans: Mapping[str, AgentPlan] = _EMPTY
+        self._aliases: Mapping[str, str] = _NO_ALIASES
         self._version = 0
 
     @property
@@ -44,11 +54,27 @@ class PlanCache:
         """The agent's current plan (hot path: one attribute read and one lookup)."""
         return self._plans.get(agent_id)
 
-    def publish(self, updated: Mapping[str, AgentPlan]) -> None:
-        """Replace the plans of some agents; called by the exporter thread only."""
-        if not updated:
+    def alias(self, root_name: str) -> str | None:
+        """The agent id runs with this root start name were stored under, if known."""
+        return self._aliases.get(root_name)
+
+    def publish(
+        self, updated: Mapping[str, AgentPlan], aliases: Mapping[str, str] | None = None
+    ) -> None:
+        """Replace the plans of some agents (and add aliases); exporter thread only."""
+        if not updated and not aliases:
             return
-        merged = dict(self._plans)
-        merged.update(updated)
-        self._plans = MappingProxyType(merged)
+        if aliases:
+            known = dict(self._aliases)
+            for key, agent_id in aliases.items():
+                known.pop(key, None)  # re-inserted: the most recent stay longest
+                known[key] = agent_id
+            while len(known) > MAX_ALIASES:
+                del known[next(iter(known))]
+            # Aliases first: a reader that sees a new plan also sees how to find it.
+            self._aliases = MappingProxyType(known)
+        if updated:
+            merged = dict(self._plans)
+            merged.update(updated)
+            self._plans = MappingProxyType(merged)
         self._version += 1

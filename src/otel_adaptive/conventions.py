@@ -487,11 +487,30 @@ _AGENT_NAME_ATTRIBUTES: Final = (AGENT_ID_ATTRIBUTE, "gen_ai.agent.name", "agent
 _TOOL_NAME_ATTRIBUTES: Final = ("gen_ai.tool.name", "tool.name")
 # Traceloop names every entity with one attribute; its kind says what the name is of.
 _TRACELOOP_ENTITY_NAME: Final = "traceloop.entity.name"
+#: OpenInference's node id; CrewAI sets it to the agent's name on its agent spans.
+_GRAPH_NODE_ID: Final = "graph.node.id"
 
 
 def agent_name(attributes: Mapping[str, object] | None) -> str | None:
     """The agent's explicit name, or ``None`` when no convention names one."""
     return _entity_name(attributes, _AGENT_NAME_ATTRIBUTES, "agent")
+
+
+def graph_node_name(attributes: Mapping[str, object] | None) -> str | None:
+    """The graph node's name an instrumentation states (CrewAI names its agents so)."""
+    if not attributes:
+        return None
+    return _as_name(attributes.get(_GRAPH_NODE_ID))
+
+
+def workflow_name(attributes: Mapping[str, object] | None) -> str | None:
+    """The workflow's explicit name (a Traceloop ``workflow`` entity), else ``None``."""
+    if not attributes:
+        return None
+    kind = attributes.get(_TRACELOOP_SPAN_KIND)
+    if isinstance(kind, str) and kind.strip().lower() == "workflow":
+        return _as_name(attributes.get(_TRACELOOP_ENTITY_NAME))
+    return None
 
 
 def tool_name(attributes: Mapping[str, object] | None) -> str | None:
@@ -529,8 +548,10 @@ __all__ = [
     "CallDetails",
     "agent_name",
     "classify",
+    "graph_node_name",
     "is_llm_span",
     "manual_latency_sensitivity",
     "read_call_details",
     "tool_name",
+    "workflow_name",
 ]

@@ -116,6 +116,7 @@ class Exporter:
         self._backoff = _BACKOFF_MIN_SECONDS
         self._next_refresh = 0.0
         self._unpublished: set[str] = set()
+        self._unpublished_aliases: dict[str, str] = {}
         self._next_publish = 0.0
         self._last_error_log = 0.0
         self._thread = threading.Thread(
@@ -231,6 +232,7 @@ class Exporter:
     def _after_batch(self, force_write: bool) -> None:
         self._assembler_housekeeping()
         runs = self._assembler.take_completed()
+        self._unpublished_aliases.update(self._assembler.take_aliases())
         if runs:
             self._pending_runs.extend(runs)
             deltas = self._learn(runs)
@@ -246,7 +248,8 @@ class Exporter:
         if self._unpublished and (force_write or now >= self._next_publish):
             self._next_publish = now + _PUBLISH_INTERVAL_SECONDS
             agents, self._unpublished = self._unpublished, set()
-            self._publish(agents)
+            aliases, self._unpublished_aliases = self._unpublished_aliases, {}
+            self._publish(agents, aliases)
 
     # --- learning -----------------------------------------------------------------------------
 
@@ -315,7 +318,7 @@ class Exporter:
             current = state.get(key)
             state[key] = value if current is None else current.merge(value)
 
-    def _publish(self, agent_ids: set[str]) -> None:
+    def _publish(self, agent_ids: set[str], aliases: Mapping[str, str] | None = None) -> None:
         plans: dict[str, AgentPlan] = {}
         for agent_id in agent_ids:
             trie: TrieView | None = None
@@ -333,7 +336,7 @@ class Exporter:
                 elif isinstance(view, ExecutionPlan):
                     plan = view
             plans[agent_id] = AgentPlan(agent_id=agent_id, trie=trie, plan=plan)
-        self._cache.publish(plans)
+        self._cache.publish(plans, aliases)
 
     # --- writing to the store -----------------------------------------------------------------
 

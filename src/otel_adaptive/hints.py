@@ -16,19 +16,20 @@ from typing import Any
 
 import msgspec
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan
 
-from otel_adaptive import conventions
+from otel_adaptive import conventions, identity
 from otel_adaptive.cache import PlanCache
 from otel_adaptive.config import AdaptiveConfig
-from otel_adaptive.records import STRUCTURAL_SCOPES, clean_name
+from otel_adaptive.live import LiveSpans, Tally, TraceState
+from otel_adaptive.records import STRUCTURAL_SCOPES, ScopeType, clean_name
 
 _logger = logging.getLogger(__name__)
 
 #: Ancestors walked at most; deeper trees (or parent cycles) stop here.
 _MAX_DEPTH = 64
-#: Resolved call sites kept; the cache is simply emptied when it is full.
-_MAX_CACHED_SITES = 4096
+#: Resolved call sites kept per open trace; beyond it sites are resolved uncached.
+_MAX_SITES_PER_TRACE = 1024
+_NO_CALLS = Tally(0, {}, {})
 _UNSET: Any = object()
 
 _json = msgspec.json.Encoder()
@@ -64,13 +65,18 @@ class AgentHints:
 
 @dataclass(frozen=True, slots=True)
 class CallSite:
-    """Where an LLM call is about to be made."""
+    """Where an LLM call is about to be made.
+
+    ``calls_made`` is how many LLM calls the run made before this one (None: only
+    the ``call_index - 1`` earlier calls at this path are known).
+    """
 
     agent_id: str
     path: tuple[str, ...]
     call_index: int
     parent_span_id: int
     manual_sensitivity: int | None
+    calls_made: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,139 +85,174 @@ class _Scope:
 
     ``names`` are the structural scope names from the local root down to this
     span (itself included when structural); ``agent_start`` is where the run's
-    outermost agent begins in them (None: no agent above). Each span is
-    classified once; a child's scope is built from its parent's in O(1).
+    root agent begins in them (None: no agent above, the local root is the run
+    root). The ``root_*`` fields describe the run root as far as visible now,
+    for :mod:`otel_adaptive.identity`. Each span is classified once; a child's
+    scope is built from its parent's in O(1).
     """
 
     span_id: int
-    kind: str
+    kind: ScopeType
+    name: str
     parent: _Scope | None
     names: tuple[str, ...]
     agent_start: int | None
-    agent_name: str | None
-    inner_agent: str | None  # span name of the first agent span beneath the outermost
+    run_root_id: int
+    root_name: str
+    root_kind: ScopeType
+    root_attributes: Mapping[str, object]
+    inner_agent: tuple[str, Mapping[str, object]] | None
+    graph_name: str | None
     fallback_agent_id: str
     manual_sensitivity: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class _Place:
-    """The part of a call site that stays fixed while its parent span is open."""
+    """The part of a call site that stays fixed while its parent span is open.
+
+    The agent id served is ``explicit``, else what the exporter published for
+    ``alias_key`` (what the assembler stored runs with that root under), else
+    ``agent_id``, the rule applied to what is visible now.
+    """
 
     agent_id: str
+    explicit: str | None
+    alias_key: str
     path: tuple[str, ...]
-    parent_span_id: int
+    run_root_id: int
     manual_sensitivity: int | None
+
+
+class _Site:
+    """A call-site cache entry: a span's scope, its place once asked, the last answer."""
+
+    __slots__ = ("generation", "memo", "place", "scope")
+
+    def __init__(self, generation: int, scope: _Scope) -> None:
+        self.generation = generation
+        self.scope = scope
+        self.place: _Place | None = _UNSET
+        # (snapshot version, call index, calls made, hints), replaced with one assignment.
+        self.memo: tuple[int, int, int, AgentHints | None] | None = None
 
 
 class HintService:
     """Resolves call sites from live spans and turns predictions into hints.
 
-    ``live`` maps the span id of every open span to the span; ``ended_under`` maps
-    an open parent's span id to ``[(checked, llm_calls), child, child, ...]``: the
-    children that ended under it, headed by a tally of how many of them were
-    already classified and how many of those were LLM calls. The processor
-    appends on the hot path; classification happens here, once per child, so
+    The open spans and what ended in each trace come from the processor's
+    :class:`~otel_adaptive.live.LiveSpans`, appended on the hot path; the LLM
+    calls among the ended spans are classified and counted here, once each, so
     ``on_end`` never pays for it.
     """
 
-    def __init__(
-        self,
-        config: AdaptiveConfig,
-        cache: PlanCache,
-        live: Mapping[int, ReadableSpan],
-        ended_under: Mapping[int, list[Any]],
-    ) -> None:
+    def __init__(self, config: AdaptiveConfig, cache: PlanCache, live: LiveSpans) -> None:
         self._config = config
         self._cache = cache
         self._live = live
-        self._ended_under = ended_under
         self._scale = config.sensitivity_scale
         self._warned: set[str] = set()
-        self._sites: dict[int, list[Any]] = {}
-        # Bumped by set_latency_sensitivity: cached places carry the old value.
+        # Bumped by set_latency_sensitivity: cached scopes carry the old value.
         self._generation = 0
+        self._errors = 0
+        self._errors_lock = threading.Lock()
+
+    @property
+    def errors(self) -> int:
+        """Hint lookups that failed (answered None instead of raising)."""
+        return self._errors
 
     # --- call sites ---------------------------------------------------------------------------
 
-    def _entry(self, current: Any) -> list[Any] | None:
-        """``[generation, scope, place, memo]`` for the span, resolved once per open span.
-
-        Where a span sits (agent, path, parent) does not change while it is open;
-        only the call index moves on. ``memo`` is the last answer as one tuple
-        ``(snapshot version, call index, hints)``.
-        """
-        scope = self._scope(current)
-        if scope is None:
-            return None
-        entry: list[Any] = self._sites[scope.span_id]
-        if entry[2] is _UNSET:
-            entry[2] = self._place(scope)
-        return entry
-
-    def _scope(self, span: Any) -> _Scope | None:
-        """The span's scope, computing (and caching) what its open ancestors lack."""
+    def _site(
+        self, span: Any, state: TraceState | None, ended: _EndedIndex | None = None
+    ) -> _Site | None:
+        """The span's cache entry, computing (and caching) what its ancestors lack."""
         generation = self._generation
+        sites = state.sites if state is not None else None
+        if ended is None and state is not None:
+            ended = _EndedIndex(state)
         missing: list[Any] = []
-        base: _Scope | None = None
+        base: _Site | None = None
         node = span
         while node is not None and len(missing) < _MAX_DEPTH:
             context = node.get_span_context()
             if not context.is_valid:
                 break
-            entry = self._sites.get(context.span_id)
-            if entry is not None and entry[0] == generation:
-                base = entry[1]
-                break
+            if sites is not None:
+                cached = sites.get(context.span_id)
+                if cached is not None and cached.generation == generation:
+                    base = cached
+                    break
             missing.append(node)
             parent = node.parent
             if parent is None or parent.is_remote:
                 break
-            node = self._live.get(parent.span_id)
-        if len(self._sites) + len(missing) > _MAX_CACHED_SITES:
-            self._sites.clear()
+            node = self._live.open.get(parent.span_id)
+            if node is None and ended is not None:
+                node = ended.get(parent.span_id)  # ended meanwhile: its end is recorded
         for node in reversed(missing):
-            base = self._derive(base, node)
-            self._sites[base.span_id] = [generation, base, _UNSET, None]
+            site = _Site(generation, self._derive(None if base is None else base.scope, node))
+            if sites is not None and len(sites) < _MAX_SITES_PER_TRACE:
+                kept = sites.setdefault(site.scope.span_id, site)
+                if kept.generation == generation:
+                    site = kept  # another thread's equal answer: keep one
+                else:
+                    sites[site.scope.span_id] = site  # replaces a stale one
+            base = site
         return base
 
     def _derive(self, parent: _Scope | None, span: Any) -> _Scope:
         # One copy into a plain dict: every lookup that misses on the SDK's own
         # attribute mapping raises and catches a KeyError, which costs microseconds.
-        attributes = dict(span.attributes or {})
-        limit = self._config.max_name_length
+        attributes: Mapping[str, object] = dict(span.attributes or {})
+        name = clean_name(span.name, self._config.max_name_length)
         kind = conventions.classify(
             attributes, span.name, name_heuristics=self._config.name_heuristics
         )
         manual = conventions.manual_latency_sensitivity(attributes)
-        if parent is None:
+        span_id = span.get_span_context().span_id
+        if parent is None:  # the local root: the run root until an agent shows up
             names: tuple[str, ...] = ()
             agent_start = None
-            agent_name = inner_agent = None
+            run_root_id, root_name, root_kind, root_attributes = span_id, name, kind, attributes
+            inner_agent = None
+            graph_name = None
             fallback = self._fallback_agent_id(span)
         else:
-            names, agent_start, agent_name = parent.names, parent.agent_start, parent.agent_name
-            inner_agent = parent.inner_agent
+            names, agent_start = parent.names, parent.agent_start
+            run_root_id, root_name = parent.run_root_id, parent.root_name
+            root_kind, root_attributes = parent.root_kind, parent.root_attributes
+            inner_agent, graph_name = parent.inner_agent, parent.graph_name
             fallback = parent.fallback_agent_id
             if parent.manual_sensitivity is not None:
                 manual = max(manual or 0, parent.manual_sensitivity)
-        if kind == "agent":
-            if agent_start is None:
-                agent_start = len(names)
-            elif inner_agent is None:
-                inner_agent = clean_name(span.name, limit)
-            if agent_name is None:
-                agent_name = conventions.agent_name(attributes)
+            if identity.is_agent_scope(kind, name, attributes):
+                if agent_start is None:  # the outermost agent roots the run
+                    agent_start = len(names)
+                    run_root_id, root_name, root_kind = span_id, name, kind
+                    root_attributes, inner_agent = attributes, None
+                elif inner_agent is None:
+                    inner_agent = (name, attributes)
+            elif graph_name is None and identity.is_graph_node(kind, name, attributes):
+                graph_name = parent.name
+        if parent is None and identity.is_agent_scope(kind, name, attributes):
+            agent_start = 0
         if kind in STRUCTURAL_SCOPES:
-            names = (*names, clean_name(span.name, limit))
+            names = (*names, name)
         return _Scope(
-            span_id=span.get_span_context().span_id,
+            span_id=span_id,
             kind=kind,
+            name=name,
             parent=parent,
             names=names,
             agent_start=agent_start,
-            agent_name=agent_name,
+            run_root_id=run_root_id,
+            root_name=root_name,
+            root_kind=root_kind,
+            root_attributes=root_attributes,
             inner_agent=inner_agent,
+            graph_name=graph_name,
             fallback_agent_id=fallback,
             manual_sensitivity=manual,
         )
@@ -221,53 +262,93 @@ class HintService:
         # inside it: then the call is that span, and its parent is the call site.
         if scope.kind == "llm" and scope.parent is not None:
             scope = scope.parent
-        limit = self._config.max_name_length
         if scope.agent_start is None:
             if self._config.run_root != "agent_or_root":
                 return None
-            agent_id, path = scope.fallback_agent_id, scope.names
+            path = scope.names
         else:
             path = scope.names[scope.agent_start :]
-            # The same order as the assembler: explicit names, then the first inner
-            # agent's span name, then the outermost agent's span name.
-            agent_id = scope.agent_name or scope.inner_agent or path[0]
+        limit = self._config.max_name_length
+        agent_id = identity.run_agent_id(
+            scope.root_kind,
+            scope.root_name,
+            scope.root_attributes,
+            first_inner_agent=scope.inner_agent,
+            graph_name=scope.graph_name,
+            fallback=scope.fallback_agent_id,
+        )
+        explicit = identity.explicit_agent_name(scope.root_attributes)
         return _Place(
             agent_id=clean_name(agent_id, limit),
+            explicit=None if explicit is None else clean_name(explicit, limit),
+            alias_key=identity.alias_key(scope.root_name),
             path=path,
-            parent_span_id=scope.span_id,
+            run_root_id=scope.run_root_id,
             manual_sensitivity=scope.manual_sensitivity,
         )
 
-    def _llm_calls_under(self, parent_id: int) -> int:
-        ended = self._ended_under.get(parent_id)
-        if ended is None:
-            return 0
-        checked: int
-        llm_calls: int
-        checked, llm_calls = ended[0]
-        total = len(ended) - 1  # other threads may append meanwhile: count up to here
+    def _site_place(self, site: _Site) -> _Place | None:
+        place = site.place
+        if place is _UNSET:
+            place = site.place = self._place(site.scope)
+        return place
+
+    def _tally(self, state: TraceState) -> Tally:
+        """The trace's LLM calls per run and per (run, path), counting new ends first."""
+        tally = state.tally
+        ended = state.ended
+        end = len(ended)  # other threads may append meanwhile: count up to here
+        if tally.cursor >= end:
+            return tally
+        per_run = dict(tally.per_run)
+        per_path = dict(tally.per_path)
         heuristics = self._config.name_heuristics
-        for child in ended[1 + checked : 1 + total]:
-            if conventions.is_llm_span(child.attributes, child.name, name_heuristics=heuristics):
-                llm_calls += 1
-        ended[0] = (total, llm_calls)  # one assignment: readers see a consistent pair
-        return llm_calls
+        index = _EndedIndex(state)
+        for span in ended[tally.cursor : end]:
+            if not conventions.is_llm_span(span.attributes, span.name, name_heuristics=heuristics):
+                continue
+            parent = span.parent
+            if parent is None or parent.is_remote:
+                continue
+            site = self._parent_site(parent.span_id, state, index)
+            if site is None or site.scope.kind == "llm":
+                continue  # an LLM span inside an LLM span: one call, counted once
+            place = self._site_place(site)
+            if place is None:
+                continue
+            key = (place.run_root_id, place.path)
+            per_run[place.run_root_id] = per_run.get(place.run_root_id, 0) + 1
+            per_path[key] = per_path.get(key, 0) + 1
+        counted = Tally(end, per_run, per_path)
+        state.tally = counted  # one assignment: readers see a consistent tally
+        return counted
+
+    def _parent_site(self, span_id: int, state: TraceState, index: _EndedIndex) -> _Site | None:
+        site: _Site | None = state.sites.get(span_id)
+        if site is not None and site.generation == self._generation:
+            return site
+        span: Any = self._live.open.get(span_id) or index.get(span_id)
+        return None if span is None else self._site(span, state, index)
 
     def _fallback_agent_id(self, top: Any) -> str:
-        if self._config.agent_id:
-            return self._config.agent_id
         resource = getattr(top, "resource", None)
         service = resource.attributes.get("service.name") if resource is not None else None
-        return service if isinstance(service, str) else "unknown_service"
+        return identity.fallback_agent_id(self._config.agent_id, service)
 
     # --- hints --------------------------------------------------------------------------------
 
     def hints_for(self, site: CallSite) -> AgentHints | None:
         """Hints for a resolved call site, or None when nothing was learned for its agent."""
-        return self._hints(site.agent_id, site.path, site.call_index, site.manual_sensitivity)
+        made = site.call_index - 1 if site.calls_made is None else site.calls_made
+        return self._hints(site.agent_id, site.path, site.call_index, made, site.manual_sensitivity)
 
     def _hints(
-        self, agent_id: str, path: tuple[str, ...], call_index: int, manual: int | None
+        self,
+        agent_id: str,
+        path: tuple[str, ...],
+        call_index: int,
+        calls_made: int,
+        manual: int | None,
     ) -> AgentHints | None:
         plan = self._cache.get(agent_id)
         if plan is None or plan.trie is None:
@@ -285,26 +366,38 @@ class HintService:
             priority=max(self._scale - sensitivity, 0),
             latency_sensitivity=sensitivity,
             prefix_id=f"{agent_id}-d{found.depth}",
-            total_requests=_round_half_up(prediction.remaining_calls.mean) + call_index,
+            # The calls this run already made, this one, and the ones expected after it.
+            total_requests=calls_made + 1 + _round_half_up(prediction.remaining_calls.mean),
         )
 
     def current_hints(self) -> AgentHints | None:
         """Hints for an LLM call about to be made under the current span."""
         try:
-            entry = self._entry(trace.get_current_span())
-            place = None if entry is None else entry[2]
-            if entry is None or place is None:
+            span = trace.get_current_span()
+            context = span.get_span_context()
+            if not context.is_valid:
                 return None
-            call_index = self._llm_calls_under(place.parent_span_id) + 1
+            state = self._live.traces.get(context.trace_id)
+            site = self._site(span, state)
+            if site is None:
+                return None
+            place = self._site_place(site)
+            if place is None:
+                return None
+            calls = _NO_CALLS if state is None else self._tally(state)
+            made = calls.per_run.get(place.run_root_id, 0)
+            call_index = calls.per_path.get((place.run_root_id, place.path), 0) + 1
             version = self._cache.version
-            memo = entry[3]
-            if memo is not None and memo[0] == version and memo[1] == call_index:
-                hints: AgentHints | None = memo[2]
-                return hints
-            hints = self._hints(place.agent_id, place.path, call_index, place.manual_sensitivity)
-            entry[3] = (version, call_index, hints)  # one assignment: a consistent memo
+            memo = site.memo
+            if memo is not None and memo[:3] == (version, call_index, made):
+                return memo[3]
+            agent_id = place.explicit or self._cache.alias(place.alias_key) or place.agent_id
+            hints = self._hints(agent_id, place.path, call_index, made, place.manual_sensitivity)
+            site.memo = (version, call_index, made, hints)  # one assignment: a consistent memo
             return hints
         except Exception:  # the application must never see our failure
+            with self._errors_lock:
+                self._errors += 1
             _logger.debug("hint lookup failed", exc_info=True)
             return None
 
@@ -362,6 +455,21 @@ class HintService:
         if key not in self._warned:
             self._warned.add(key)
             _logger.warning(message)
+
+
+class _EndedIndex:
+    """The trace's ended spans by id, built on first use (lookups only)."""
+
+    __slots__ = ("_by_id", "_state")
+
+    def __init__(self, state: TraceState) -> None:
+        self._state = state
+        self._by_id: dict[int, Any] | None = None
+
+    def get(self, span_id: int) -> Any:
+        if self._by_id is None:
+            self._by_id = {s.context.span_id: s for s in list(self._state.ended) if s.context}
+        return self._by_id.get(span_id)
 
 
 def _round_half_up(value: float) -> int:

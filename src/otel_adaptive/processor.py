@@ -2,9 +2,10 @@
 
 ``on_start``/``on_end`` run on the application's threads inside ``span.start()``
 and ``span.end()``. They append the span to a bounded queue for the exporter
-thread and keep just what hints need *now* — the open spans by id and, per
-open parent span, the spans that ended under it. They never do I/O, never wait
-for the exporter, take no lock on the normal path, and never raise.
+thread and keep just what hints need *now* (:class:`~otel_adaptive.live.LiveSpans`:
+the open spans by id and, per open trace, the spans that ended in it). They
+never do I/O, never wait for the exporter, take no lock on the normal path, and
+never raise.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from otel_adaptive.config import AdaptiveConfig
 from otel_adaptive.exporter import FLUSH, SPAN_ENDED, SPAN_STARTED, Exporter, FlushRequest
 from otel_adaptive.hints import AgentHints, HintService, _activate, _deactivate
 from otel_adaptive.learners import build_learners, learner_options
+from otel_adaptive.live import LiveSpans
 from otel_adaptive.store.base import Store
 from otel_adaptive.store.factory import create_store
 
@@ -32,8 +34,6 @@ _logger = logging.getLogger(__name__)
 
 #: Open spans tracked for hints, per open trace allowed by the config.
 _LIVE_SPANS_PER_TRACE = 16
-#: Ended children remembered per open parent (enough for any call index the trie keeps).
-_MAX_TRACKED_CHILDREN = 256
 
 
 class AdaptiveSpanProcessor(SpanProcessor):
@@ -66,18 +66,15 @@ class AdaptiveSpanProcessor(SpanProcessor):
         self._enabled = config.enabled
         self._max_queue = config.max_queue_size
         self._batch_size = config.max_export_batch_size
-        self._max_live = config.max_open_traces * _LIVE_SPANS_PER_TRACE
-        self._heuristics = config.name_heuristics
         self._drop_lock = threading.Lock()
         self._dropped = [0, 0]  # starts, ends
-        self._live_dropped = 0
         self._hot_errors = 0
         self._shutdown = False
-        # Both maps are only touched with single dict operations (atomic under the GIL).
-        self._live: dict[int, ReadableSpan] = {}
-        self._ended_under: dict[int, list[Any]] = {}
+        self._live = LiveSpans(
+            config.max_open_traces * _LIVE_SPANS_PER_TRACE, config.max_open_traces
+        )
         self._start_pipeline()
-        self.hints = HintService(config, self._cache, self._live, self._ended_under)
+        self.hints = HintService(config, self._cache, self._live)
         if self._enabled:
             _activate(self.hints)
         if hasattr(os, "register_at_fork"):
@@ -100,14 +97,13 @@ class AdaptiveSpanProcessor(SpanProcessor):
     def _start_pipeline(self) -> None:
         self._queue: deque[tuple[int, Any]] = deque()
         self._live.clear()
-        self._ended_under.clear()
         self._exporter = Exporter(
             self._config,
             self._queue,
             self._store,
             list(self._learners.values()),
             self._cache,
-            self._forget_spans,
+            self._live.forget,
         )
         self._wake = self._exporter.wake_event
         if self._enabled:
@@ -135,11 +131,7 @@ class AdaptiveSpanProcessor(SpanProcessor):
         try:
             if not self._enabled:
                 return
-            span_id = span.context.span_id
-            if len(self._live) < self._max_live:
-                self._live[span_id] = span
-            else:
-                self._count_live_drop()
+            self._live.started(span)
             self._enqueue(SPAN_STARTED, span)
         except Exception:
             self._count_hot_error()
@@ -148,21 +140,8 @@ class AdaptiveSpanProcessor(SpanProcessor):
         try:
             if not self._enabled:
                 return
-            context = span.context
-            assert context is not None
-            span_id = context.span_id
-            live = self._live
-            live.pop(span_id, None)
-            self._ended_under.pop(span_id, None)
-            parent = span.parent
-            if parent is not None and parent.span_id in live:
-                # Remember what ended under an open parent; hint lookups count the
-                # LLM calls among them, so no classification happens here.
-                ended = self._ended_under.get(parent.span_id)
-                if ended is None:
-                    self._ended_under[parent.span_id] = [(0, 0), span]
-                elif len(ended) <= _MAX_TRACKED_CHILDREN:
-                    ended.append(span)
+            # Hint lookups count the LLM calls among what ended: no classification here.
+            self._live.ended(span)
             self._enqueue(SPAN_ENDED, span)
         except Exception:
             self._count_hot_error()
@@ -177,20 +156,10 @@ class AdaptiveSpanProcessor(SpanProcessor):
         if len(queue) >= self._batch_size and not self._wake.is_set():
             self._wake.set()
 
-    def _count_live_drop(self) -> None:
-        with self._drop_lock:
-            self._live_dropped += 1
-
     def _count_hot_error(self) -> None:
         with self._drop_lock:
             self._hot_errors += 1
         _logger.debug("otel-adaptive swallowed an error on the span hot path", exc_info=True)
-
-    def _forget_spans(self, span_ids: list[int]) -> None:
-        """Called by the exporter for open spans of evicted runs: they will not end."""
-        for span_id in span_ids:
-            self._live.pop(span_id, None)
-            self._ended_under.pop(span_id, None)
 
     # --- hints --------------------------------------------------------------------------------
 
@@ -273,8 +242,9 @@ class AdaptiveSpanProcessor(SpanProcessor):
         queued = [kind for kind, _ in list(self._queue)]
         values["spans_started"] += queued.count(SPAN_STARTED) + self._dropped[SPAN_STARTED]
         values["spans_ended"] += queued.count(SPAN_ENDED) + self._dropped[SPAN_ENDED]
-        values["live_spans_untracked"] = self._live_dropped
+        values["live_spans_untracked"] = self._live.untracked
         values["hot_path_errors"] = self._hot_errors
+        values["hint_errors"] = self.hints.errors
         values["queue_depth"] = len(self._queue)
-        values["live_spans"] = len(self._live)
+        values["live_spans"] = len(self._live.open)
         return values

@@ -1,12 +1,16 @@
 """The prediction trie: per scope path and call index, what the next LLM call looks like.
 
-For every completed run the learner walks its LLM calls in start order and, at
-every node on the call's scope path (the root and each prefix of the path),
-accumulates four metrics twice: once for the call's index under its parent span
-and once over all indices. The accumulated values are :class:`NodeStats`, one
-per (path prefix, bucket) field, so stores merge only the fields a batch
-touched. :class:`TrieView` turns a full field set back into the trie that hints
-and the JSON wire format (design §5.1) are served from.
+For every completed run the learner walks its LLM calls in start order. A call's
+index is its 1-based position among the run's LLM calls at the same scope path
+(the run's k-th call there). At every node on the call's scope path (the root
+and each prefix of the path) it accumulates four metrics twice: once for the
+call's index and once over all indices — a node's *subtree* aggregate. At the
+node of the call's own path it accumulates them twice more, as the node's *own*
+calls, so that a nested agent's calls never stand in for the outer agent's. The
+accumulated values are :class:`NodeStats`, one per (path prefix, bucket, own)
+field, so stores merge only the fields a batch touched. :class:`TrieView` turns
+a full field set back into the trie that hints and the JSON wire format
+(design §5.1) are served from.
 
 Caps, and where they are enforced:
 
@@ -55,7 +59,9 @@ _WEIGHT_CRITICAL = 0.5
 _WEIGHT_FANOUT = 0.3
 _WEIGHT_POSITION = 0.2
 
-_KEY_DECODER = msgspec.json.Decoder(tuple[list[str], int | Literal["*"]])
+_KEY_DECODER = msgspec.json.Decoder(list[list[str] | int | str])
+#: Third element of the key of a node's own-calls field.
+_OWN_MARK: Final = "own"
 _JSON_ENCODER = msgspec.json.Encoder()
 _MSGPACK_ENCODER = msgspec.msgpack.Encoder()
 _NODE_DECODER = msgspec.msgpack.Decoder(tuple[bytes, bytes, bytes, bytes])
@@ -64,32 +70,50 @@ _NODE_DECODER = msgspec.msgpack.Decoder(tuple[bytes, bytes, bytes, bytes])
 # --- field keys -----------------------------------------------------------
 
 
-def encode_field_key(path: Sequence[str], bucket: Bucket) -> str:
+def encode_field_key(path: Sequence[str], bucket: Bucket, *, own: bool = False) -> str:
     """The storage key of one (path prefix, bucket) field.
 
-    It is the compact JSON of ``[names, bucket]``, so any character in a name
-    round-trips and no two (path, bucket) pairs share a key.
+    It is the compact JSON of ``[names, bucket]`` for a node's subtree aggregate
+    and ``[names, bucket, "own"]`` for the calls made at exactly that path, so
+    any character in a name round-trips and no two fields share a key.
     """
     if bucket != ANY_INDEX and not (
         isinstance(bucket, int) and not isinstance(bucket, bool) and bucket >= 1
     ):
         raise ValueError(f"bucket must be a positive int or {ANY_INDEX!r}, got {bucket!r}")
-    return _JSON_ENCODER.encode([list(path), bucket]).decode()
+    parts: list[Any] = [list(path), bucket, _OWN_MARK] if own else [list(path), bucket]
+    return _JSON_ENCODER.encode(parts).decode()
 
 
-def decode_field_key(key: str) -> tuple[tuple[str, ...], Bucket]:
-    """Inverse of :func:`encode_field_key`; raises ``ValueError`` on foreign keys."""
+def decode_field_key(key: str) -> tuple[tuple[str, ...], Bucket, bool]:
+    """Inverse of :func:`encode_field_key`: ``(path, bucket, own)``.
+
+    Raises ``ValueError`` on foreign keys.
+    """
     try:
-        names, bucket = _KEY_DECODER.decode(key)
+        parts = _KEY_DECODER.decode(key)
     except msgspec.DecodeError as exc:
         raise ValueError(f"not a trie field key: {key!r}") from exc
-    if isinstance(bucket, int) and bucket < 1:
-        raise ValueError(f"not a trie field key (call index < 1): {key!r}")
+    if len(parts) not in (2, 3) or not isinstance(parts[0], list):
+        raise ValueError(f"not a trie field key: {key!r}")
+    names, bucket = parts[0], parts[1]
+    own = len(parts) == 3
+    if isinstance(bucket, list) or (own and parts[2] != _OWN_MARK):
+        raise ValueError(f"not a trie field key: {key!r}")
+    checked: Bucket
+    if isinstance(bucket, int):
+        if bucket < 1:
+            raise ValueError(f"not a trie field key (call index < 1): {key!r}")
+        checked = bucket
+    elif bucket == ANY_INDEX:
+        checked = ANY_INDEX
+    else:
+        raise ValueError(f"not a trie field key: {key!r}")
     path = tuple(names)
     # Only the canonical spelling is accepted, so one field never has two keys.
-    if encode_field_key(path, bucket) != key:
+    if encode_field_key(path, checked, own=own) != key:
         raise ValueError(f"not a canonical trie field key: {key!r}")
-    return path, bucket
+    return path, checked, own
 
 
 # --- learned values -------------------------------------------------------
@@ -195,12 +219,14 @@ def _call_samples(
         if sensitivity
         else [None] * len(calls)
     )
-    per_parent: dict[str | None, int] = {}
+    per_path: dict[tuple[str, ...], int] = {}
     samples: list[_CallSample] = []
     last = len(calls) - 1
     for position, call in enumerate(calls):
-        call_index = per_parent.get(call.parent_span_id, 0) + 1
-        per_parent[call.parent_span_id] = call_index
+        # The run's k-th call at this scope path: frameworks that wrap every turn or
+        # step in a span of its own still count 1, 2, 3 across the turns.
+        call_index = per_path.get(call.path, 0) + 1
+        per_path[call.path] = call_index
         interarrival = None
         if position < last:
             # Overlapping calls would give a negative gap: no wait before the next call.
@@ -400,13 +426,21 @@ def _predict(stats: NodeStats, scale: int) -> Prediction | None:
 
 
 class _ViewNode:
-    __slots__ = ("any_index", "by_index", "children", "name")
+    __slots__ = ("any_index", "by_index", "children", "name", "own_any_index", "own_by_index")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.children: dict[str, _ViewNode] = {}
+        # Every call at or beneath this node (the subtree aggregate) ...
         self.by_index: dict[int, TrieMatch] = {}
         self.any_index: TrieMatch | None = None
+        # ... and only the calls made at exactly this node's path.
+        self.own_by_index: dict[int, TrieMatch] = {}
+        self.own_any_index: TrieMatch | None = None
+
+    def own(self, call_index: int) -> TrieMatch | None:
+        found = self.own_by_index.get(call_index)
+        return found if found is not None else self.own_any_index
 
     def weight(self) -> int:
         if self.any_index is not None:
@@ -423,6 +457,13 @@ class _ViewNode:
             },
             "predictions_any_index": (
                 self.any_index.prediction.to_dict() if self.any_index is not None else None
+            ),
+            "own_predictions_by_call_index": {
+                str(index): self.own_by_index[index].prediction.to_dict()
+                for index in sorted(self.own_by_index)
+            },
+            "own_predictions_any_index": (
+                self.own_any_index.prediction.to_dict() if self.own_any_index is not None else None
             ),
         }
 
@@ -448,11 +489,13 @@ class TrieView:
         return root.any_index is None and not root.by_index and not root.children
 
     def match(self, path: Sequence[str], call_index: int) -> TrieMatch | None:
-        """The deepest node on ``path`` with a prediction, preferring ``call_index``.
+        """What the trie predicts for the ``call_index``-th call at ``path``.
 
-        At each node from the root along ``path`` the exact call-index
-        prediction wins over the any-index one; the deepest node that had
-        either answers. None when no node on the path had one.
+        The deepest node on ``path`` answers from the calls made at exactly its
+        path first (the exact call index, then any index). Only when it has none
+        does a subtree aggregate answer: at each node from the root along
+        ``path`` the exact call-index aggregate wins over the any-index one, and
+        the deepest node that had either answers. None when no node had one.
         """
         node = self._root
         best = node.by_index.get(call_index)
@@ -468,7 +511,8 @@ class TrieView:
                 found = node.any_index
             if found is not None:
                 best = found
-        return best
+        own = node.own(call_index)
+        return own if own is not None else best
 
     def lookup(self, path: Sequence[str], call_index: int) -> Prediction | None:
         """Like :meth:`match`, without the depth."""
@@ -504,6 +548,7 @@ class _CachedField:
     value: Mergeable
     path: tuple[str, ...]
     bucket: Bucket
+    own: bool
     prediction: Prediction | None
 
 
@@ -544,7 +589,7 @@ class PredictionTrieLearner(Learner):
         return self._scale
 
     def learn(self, runs: Sequence[RunRecord]) -> dict[str, dict[str, Mergeable]]:
-        builders: dict[str, dict[tuple[tuple[str, ...], Bucket], _NodeBuilder]] = {}
+        builders: dict[str, dict[tuple[tuple[str, ...], Bucket, bool], _NodeBuilder]] = {}
         guards: dict[str, _BatchWidthGuard] = {}
         for run in runs:
             calls = run.llm_calls()
@@ -561,16 +606,20 @@ class PredictionTrieLearner(Learner):
                     if sample.call_index <= self._max_call_index
                     else (ANY_INDEX,)
                 )
-                for prefix in guard.prefixes(call.path):
-                    for bucket in buckets:
-                        node = nodes.get((prefix, bucket))
-                        if node is None:
-                            node = nodes[(prefix, bucket)] = _NodeBuilder()
-                        node.add(sample)
+                prefixes = guard.prefixes(call.path)
+                keys = [(prefix, bucket, False) for prefix in prefixes for bucket in buckets]
+                if len(call.path) <= MAX_PATH_DEPTH and len(prefixes) == len(call.path) + 1:
+                    # The call's own node was admitted: it learns the call as its own too.
+                    keys.extend((prefixes[-1], bucket, True) for bucket in buckets)
+                for key in keys:
+                    node = nodes.get(key)
+                    if node is None:
+                        node = nodes[key] = _NodeBuilder()
+                    node.add(sample)
         return {
             agent_id: {
-                encode_field_key(prefix, bucket): node.build()
-                for (prefix, bucket), node in nodes.items()
+                encode_field_key(prefix, bucket, own=own): node.build()
+                for (prefix, bucket, own), node in nodes.items()
             }
             for agent_id, nodes in builders.items()
         }
@@ -593,8 +642,8 @@ class PredictionTrieLearner(Learner):
             if cached is None or cached.value is not value:
                 if not isinstance(value, NodeStats):
                     raise TypeError(f"trie field {key!r} holds {type(value).__name__}")
-                path, bucket = decode_field_key(key)
-                cached = _CachedField(value, path, bucket, _predict(value, self._scale))
+                path, bucket, own = decode_field_key(key)
+                cached = _CachedField(value, path, bucket, own, _predict(value, self._scale))
             current[key] = cached
         self._field_cache[agent_id] = current
         return TrieView(agent_id, self._build_tree(current.values()))
@@ -618,7 +667,12 @@ class PredictionTrieLearner(Learner):
                     child = node.children[name] = _ViewNode(name)
                 node = child
             found = TrieMatch(entry.prediction, len(entry.path))
-            if isinstance(entry.bucket, int):
+            if entry.own:
+                if isinstance(entry.bucket, int):
+                    node.own_by_index[entry.bucket] = found
+                else:
+                    node.own_any_index = found
+            elif isinstance(entry.bucket, int):
                 node.by_index[entry.bucket] = found
             else:
                 node.any_index = found
@@ -639,6 +693,8 @@ class PredictionTrieLearner(Learner):
 
 _ENVELOPE_KEYS = frozenset({"version", "generated_at", "workflow_name", "root"})
 _NODE_KEYS = frozenset({"name", "children", "predictions_by_call_index", "predictions_any_index"})
+#: Node keys added after version 1.0 was first published: optional for readers.
+_OPTIONAL_NODE_KEYS = frozenset({"own_predictions_by_call_index", "own_predictions_any_index"})
 _PREDICTION_KEYS = ("remaining_calls", "interarrival_ms", "output_tokens", "latency_sensitivity")
 _METRIC_KEYS = ("sample_count", "mean", "p50", "p90", "p95")
 _CALL_INDEX = re.compile(r"[1-9][0-9]*")
@@ -659,20 +715,16 @@ def validate_envelope(obj: Any) -> None:
     pending: list[tuple[Any, str, str]] = [(obj["root"], "root", "root")]
     while pending:
         node, where, expected_name = pending.pop()
-        _check_keys(node, _NODE_KEYS, where)
+        _check_keys(node, _NODE_KEYS, where, optional=_OPTIONAL_NODE_KEYS)
         if node["name"] != expected_name:
             raise ValueError(f"{where}.name: expected {expected_name!r}, got {node['name']!r}")
-        by_index = node["predictions_by_call_index"]
-        if not isinstance(by_index, dict):
-            raise ValueError(f"{where}.predictions_by_call_index: expected an object")
-        for index, prediction in by_index.items():
-            label = f"{where}.predictions_by_call_index[{index!r}]"
-            if not isinstance(index, str) or not _CALL_INDEX.fullmatch(index):
-                raise ValueError(f"{label}: key must be a positive integer in decimal")
-            _check_prediction(prediction, label)
-        any_index = node["predictions_any_index"]
-        if any_index is not None:
-            _check_prediction(any_index, f"{where}.predictions_any_index")
+        for prefix in ("", "own_"):
+            by_key, any_key = f"{prefix}predictions_by_call_index", f"{prefix}predictions_any_index"
+            if by_key not in node and any_key not in node:
+                continue
+            if (by_key in node) != (any_key in node):
+                raise ValueError(f"{where}: {by_key!r} and {any_key!r} come together")
+            _check_predictions(node[by_key], node[any_key], f"{where}.{by_key}", where, any_key)
         children = node["children"]
         if not isinstance(children, dict):
             raise ValueError(f"{where}.children: expected an object")
@@ -682,14 +734,30 @@ def validate_envelope(obj: Any) -> None:
             pending.append((child, f"{where}.children[{name!r}]", name))
 
 
-def _check_keys(obj: Any, expected: frozenset[str], where: str) -> None:
+def _check_predictions(
+    by_index: Any, any_index: Any, by_label: str, where: str, any_key: str
+) -> None:
+    if not isinstance(by_index, dict):
+        raise ValueError(f"{by_label}: expected an object")
+    for index, prediction in by_index.items():
+        label = f"{by_label}[{index!r}]"
+        if not isinstance(index, str) or not _CALL_INDEX.fullmatch(index):
+            raise ValueError(f"{label}: key must be a positive integer in decimal")
+        _check_prediction(prediction, label)
+    if any_index is not None:
+        _check_prediction(any_index, f"{where}.{any_key}")
+
+
+def _check_keys(
+    obj: Any, expected: frozenset[str], where: str, optional: frozenset[str] = frozenset()
+) -> None:
     if not isinstance(obj, dict):
         raise ValueError(f"{where}: expected an object, got {type(obj).__name__}")
     for key in sorted(expected, key=str):
         if key not in obj:
             raise ValueError(f"{where}: missing key {key!r}")
     for key in obj:
-        if key not in expected:
+        if key not in expected and key not in optional:
             raise ValueError(f"{where}: unexpected key {key!r}")
 
 

@@ -1,0 +1,125 @@
+"""The hot path's state: the open spans, and per open trace what ended in it.
+
+``on_start``/``on_end`` run on any application thread at once, with no lock:
+every update here is one dictionary or list operation (``setdefault``,
+``append``, ``pop``), each atomic under the GIL, and there is no
+read-then-write, so spans ending together on many threads never lose one
+another. Hint lookups read this state; what they derive from it (scopes, call
+counts) lives in each trace's :class:`TraceState` and goes when the trace's
+local root ends. Everything is bounded, and what is not tracked is counted.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Final
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+#: Ended spans remembered per open trace; later ones are counted, not kept.
+MAX_ENDED_PER_TRACE: Final = 4096
+
+
+class Tally:
+    """LLM calls that ended in a trace, counted by the hint lookups (immutable).
+
+    ``cursor`` is how many of the trace's ended spans are counted;
+    ``per_run`` the LLM calls per run root span id; ``per_path`` per
+    (run root span id, scope path). Replaced whole, with one assignment.
+    """
+
+    __slots__ = ("cursor", "per_path", "per_run")
+
+    def __init__(
+        self,
+        cursor: int,
+        per_run: dict[int, int],
+        per_path: dict[tuple[int, tuple[str, ...]], int],
+    ) -> None:
+        self.cursor = cursor
+        self.per_run = per_run
+        self.per_path = per_path
+
+
+_NO_CALLS: Final = Tally(0, {}, {})
+
+
+class TraceState:
+    """What the hot path and hint lookups keep for one open trace."""
+
+    __slots__ = ("ended", "sites", "tally")
+
+    def __init__(self) -> None:
+        #: Spans that ended in the trace, in end order (appended on the hot path).
+        self.ended: list[ReadableSpan] = []
+        #: The hint service's call-site cache: span id -> its resolved site.
+        self.sites: dict[int, Any] = {}
+        self.tally: Tally = _NO_CALLS
+
+
+class LiveSpans:
+    """Open spans by id and per-trace state, updated with single operations."""
+
+    __slots__ = ("_lock", "_max_open", "_max_traces", "open", "traces", "untracked")
+
+    def __init__(self, max_open: int, max_traces: int) -> None:
+        self._max_open = max_open
+        self._max_traces = max_traces
+        self.open: dict[int, ReadableSpan] = {}
+        self.traces: dict[int, TraceState] = {}
+        #: Spans (or ended spans) not tracked because a bound was reached.
+        self.untracked = 0
+        self._lock = threading.Lock()  # only on that rare path: exact counting
+
+    def _count_untracked(self) -> None:
+        with self._lock:
+            self.untracked += 1
+
+    def started(self, span: ReadableSpan) -> None:
+        context = span.context
+        assert context is not None
+        if len(self.open) < self._max_open:
+            self.open[context.span_id] = span
+        else:
+            self._count_untracked()
+        parent = span.parent
+        if (parent is None or parent.is_remote) and len(self.traces) < self._max_traces:
+            self.traces.setdefault(context.trace_id, TraceState())
+
+    def ended(self, span: ReadableSpan) -> None:
+        context = span.context
+        assert context is not None
+        span_id = context.span_id
+        self.open.pop(span_id, None)
+        parent = span.parent
+        if parent is None or parent.is_remote:
+            # The local root: its trace is done here, and so is all that was kept for it.
+            self.traces.pop(context.trace_id, None)
+            return
+        state = self.traces.get(context.trace_id)
+        if state is None:
+            return
+        state.sites.pop(span_id, None)
+        if len(state.ended) < MAX_ENDED_PER_TRACE:
+            state.ended.append(span)
+        else:
+            self._count_untracked()
+
+    def forget(self, span_ids: list[int]) -> None:
+        """Open spans that will never end (their run was evicted)."""
+        for span_id in span_ids:
+            span = self.open.pop(span_id, None)
+            if span is None or span.context is None:
+                continue
+            parent = span.parent
+            if parent is None or parent.is_remote:
+                self.traces.pop(span.context.trace_id, None)
+
+    def clear(self) -> None:
+        """Start afresh (in a forked child: the parent's spans are not ours)."""
+        self.open.clear()
+        self.traces.clear()
+        self._lock = threading.Lock()
+
+
+__all__ = ["MAX_ENDED_PER_TRACE", "LiveSpans", "Tally", "TraceState"]
