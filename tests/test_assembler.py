@@ -143,6 +143,76 @@ def test_any_span_stream_is_survived_with_bounded_state(
     assert assembler.open_traces == 0
 
 
+CALL_KINDS = st.sampled_from(
+    [
+        ("llm", {"gen_ai.operation.name": "chat", "gen_ai.usage.output_tokens": 5}),
+        ("tool", {"gen_ai.operation.name": "execute_tool"}),
+        ("function", {"openinference.span.kind": "CHAIN"}),
+        ("unknown", {}),
+    ]
+)
+
+
+@st.composite
+def well_formed_runs(draw: st.DrawFn) -> tuple[list[tuple[str, ReadableSpan]], int, int]:
+    """One agent run as real instrumentations emit it: a tree under an agent root, every
+    span started before its children and ended after them (at start or at end: attributes
+    may arrive late), siblings interleaved in any order. Returns the events, the number
+    of LLM and of tool spans (none nested in an LLM span)."""
+    count = draw(st.integers(min_value=1, max_value=20))
+    kinds: dict[int, tuple[str, dict[str, Any]]] = {}
+    parents: dict[int, int] = {}
+    for span_id in range(2, count + 2):
+        # Parents are the root or an earlier structural span: calls are leaves.
+        structural = [1] + [s for s, (k, _) in kinds.items() if k in ("function", "unknown")]
+        parents[span_id] = draw(st.sampled_from(structural))
+        kinds[span_id] = draw(CALL_KINDS)
+    root_attrs = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "prop"}
+    children: dict[int, list[int]] = {}
+    for span_id, parent in parents.items():
+        children.setdefault(parent, []).append(span_id)
+
+    events: list[tuple[str, ReadableSpan]] = []
+    clock = [0]
+
+    def emit(span_id: int) -> None:
+        parent = parents.get(span_id)
+        _, attrs = kinds.get(span_id, ("agent", root_attrs))
+        clock[0] += 1
+        start = clock[0]
+        late = draw(st.booleans())
+        events.append(("start", _span(span_id, parent, "s", {} if late else attrs, start)))
+        below = list(children.get(span_id, []))
+        for child in draw(st.permutations(below)):
+            emit(child)
+        clock[0] += 1
+        events.append(("end", _span(span_id, parent, f"n{span_id}", attrs, start, clock[0])))
+
+    emit(1)
+    llm = sum(1 for k, _ in kinds.values() if k == "llm")
+    tools = sum(1 for k, _ in kinds.values() if k == "tool")
+    return events, llm, tools
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(case=well_formed_runs())
+def test_every_well_formed_run_is_emitted_once_with_every_call(
+    case: tuple[list[tuple[str, ReadableSpan]], int, int],
+) -> None:
+    events, llm, tools = case
+    assembler = RunAssembler(AdaptiveConfig(max_calls_per_run=64), clock=_Clock())
+    for kind, span in events:
+        if kind == "start":
+            assembler.span_started(span)
+        else:
+            assembler.span_ended(span)
+    [run] = assembler.take_completed()
+    assert run.agent_id == "prop"
+    assert (len(run.llm_calls()), len(run.tool_calls())) == (llm, tools)
+    assert assembler.counters.calls_outside_runs == assembler.counters.spans_outside_runs == 0
+    assert assembler.open_traces == 0
+
+
 def test_parent_cycle_does_not_hang() -> None:
     assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
     a = _span(1, 2, "a", {"gen_ai.operation.name": "invoke_agent"}, 0, 10)

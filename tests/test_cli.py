@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 
-from otel_adaptive.cli import main
+from otel_adaptive.cli import _demo, main
 
 DATA = Path(__file__).resolve().parent / "data"
 MIXED = DATA / "mixed_traces.jsonl"
@@ -102,6 +102,24 @@ def test_demo_json_shows_learning_from_the_second_run_on(
     groups = [group["tool_names"] for group in document["plan"]["groups"]]
     assert THREE_TOOLS in groups
     assert document["trie"]["workflow_name"] == "json-demo"
+
+
+def test_demo_total_requests_is_the_runs_call_count_for_every_call_of_a_fixed_agent(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_demo, "_DRAFT_CALLS", (2, 2))  # plan, 2 drafts, answer: 4 calls
+    status, document = run_json(capsys, "demo", "--runs", "6")
+    assert status == 0
+    sites = [(tuple(s["path"]), s["call_index"]) for s in document["call_sites"]]
+    assert sites == [
+        (("research", "plan"), 1),
+        (("research", "draft"), 1),
+        (("research", "draft"), 2),
+        (("research", "answer"), 1),
+    ]
+    assert [s["hints"]["total_requests"] for s in document["call_sites"]] == [4, 4, 4, 4]
+    answers = [step["hints"]["total_requests"] for step in document["hint_history"][1:]]
+    assert answers == [4] * 5
 
 
 def test_demo_with_redis_then_inspect_shows_the_same_learning(

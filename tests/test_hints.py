@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+from typing import Any
 
+import pytest
 from opentelemetry import trace
 
 import otel_adaptive
 from otel_adaptive import AgentHints
+from otel_adaptive import cache as cache_module
 from otel_adaptive.learners.trie import validate_envelope
 from spans import CHAIN, LLM, TOOL, agent_attrs, make_processor, timed_span, usage
 
@@ -123,14 +126,19 @@ def test_manual_latency_sensitivity_raises_but_never_lowers() -> None:
         processor.force_flush(5000)
     with timed_span(tracer, "run", 0, 10, agent_attrs("lat")):
         learned = otel_adaptive.current_hints()
+        with timed_span(tracer, "relaxed", 1, 9, CHAIN):
+            assert otel_adaptive.set_latency_sensitivity(1)  # below what was learned
+            not_lowered = otel_adaptive.current_hints()
         assert otel_adaptive.set_latency_sensitivity(5)
         with timed_span(tracer, "step", 1, 9, CHAIN):
             assert otel_adaptive.set_latency_sensitivity(1)  # lower value below: max wins
             raised = otel_adaptive.current_hints()
-    assert learned is not None and raised is not None
+    assert learned is not None and raised is not None and not_lowered is not None
+    # A run of one call scores the middle: 0.5 on the 1..5 scale is level 3.
+    assert (learned.latency_sensitivity, learned.priority) == (3, 2)
+    assert (not_lowered.latency_sensitivity, not_lowered.priority) == (3, 2)
     assert raised.latency_sensitivity == 5
     assert raised.priority == 0
-    assert learned.latency_sensitivity <= 5
     assert not otel_adaptive.set_latency_sensitivity(0)
     assert not otel_adaptive.set_latency_sensitivity("high")  # type: ignore[arg-type]
     provider.shutdown()
@@ -216,42 +224,60 @@ def test_trie_envelope_from_the_store_is_valid_wire_format() -> None:
     provider.shutdown()
 
 
-def test_readers_never_block_while_the_exporter_publishes() -> None:
+def test_readers_never_block_while_the_exporter_publishes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     provider, processor, tracer = make_processor(schedule_delay_millis=1)
-    stop = threading.Event()
+    for _ in range(200):
+        with timed_span(tracer, "run", 0, 10, agent_attrs("busy")):
+            with timed_span(tracer, "chat m", 1, 5, LLM, end_attributes=usage(5)):
+                pass
+    assert processor.force_flush(5000)  # published: from now on every lookup is served
+
+    # Park the exporter thread in the middle of its next publish, however long it takes.
+    parked, release = threading.Event(), threading.Event()
+    build_snapshot = cache_module.MappingProxyType
+
+    def parking(mapping: Any) -> Any:
+        if threading.current_thread().name == "otel-adaptive-exporter":
+            parked.set()
+            release.wait(30)
+        return build_snapshot(mapping)
+
+    monkeypatch.setattr(cache_module, "MappingProxyType", parking)
+    with timed_span(tracer, "run", 0, 10, agent_attrs("busy")):
+        with timed_span(tracer, "chat m", 1, 5, LLM, end_attributes=usage(5)):
+            pass
+    assert parked.wait(10)
+
+    # Every reader must be served, many times over, while the publisher is stuck.
+    wanted = 200
     errors: list[BaseException] = []
     served = [0] * 4
 
     def reader(index: int) -> None:
         try:
-            while not stop.is_set():
+            deadline = time.monotonic() + 20
+            while served[index] < wanted and time.monotonic() < deadline:
                 with timed_span(tracer, "run", 0, 10, agent_attrs("busy")):
                     hints = otel_adaptive.current_hints()
-                if hints is not None:
-                    # Every call ever learned produced 5 tokens and was alone in its
-                    # run: any snapshot, however fresh, must say exactly that.
-                    assert (hints.osl, hints.total_requests) == (5, 1), hints
-                    served[index] += 1
+                # Every call learned produced 5 tokens and was alone in its run.
+                assert hints is not None and (hints.osl, hints.total_requests) == (5, 1), hints
+                served[index] += 1
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
-    for _ in range(200):
-        with timed_span(tracer, "run", 0, 10, agent_attrs("busy")):
-            with timed_span(tracer, "chat m", 1, 5, LLM, end_attributes=usage(5)):
-                pass
-    assert processor.force_flush(5000)  # publishes: from now on every lookup is served
-    deadline = time.monotonic() + 10
-    while min(served) == 0 and not errors and time.monotonic() < deadline:
-        time.sleep(0.01)  # the readers are busy-looping; give each one a turn
-    stop.set()
     for t in threads:
         t.join()
+    still_parked = not release.is_set()
+    release.set()
     assert errors == []
-    assert min(served) > 0
-    assert processor.stats()["hot_path_errors"] == 0
+    assert still_parked and served == [wanted] * 4
+    assert processor.force_flush(5000)
+    assert processor.stats()["hot_path_errors"] == processor.stats()["hint_errors"] == 0
     provider.shutdown()
 
 

@@ -71,6 +71,10 @@ class LiveSpans:
         self.untracked = 0
         self._lock = threading.Lock()  # only on that rare path: exact counting
 
+    def get(self, span_id: int) -> ReadableSpan | None:
+        """The open span with this id, if tracked."""
+        return self.open.get(span_id)
+
     def _count_untracked(self) -> None:
         with self._lock:
             self.untracked += 1

@@ -4,7 +4,8 @@ The agent is faked locally (no network, no model): each run plans with one LLM
 call, fans out to three tools on worker threads, drafts with one to three LLM
 calls and answers with a last one. The spans go through a real SDK
 ``TracerProvider`` with an :class:`AdaptiveSpanProcessor`, exactly as in an
-application, and the hints served to the answering call are recorded run by run.
+application, and the hints served to every call are recorded: for each call of
+the last run, and for the answering call run by run.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import contextvars
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,15 +38,16 @@ from otel_adaptive.cli._common import (
     print_json,
     stdout_console,
     store_label,
-    trie_rows,
 )
 from otel_adaptive.config import AdaptiveConfig
-from otel_adaptive.hints import AgentHints, CallSite
+from otel_adaptive.hints import AgentHints
 from otel_adaptive.processor import AdaptiveSpanProcessor
 
 DEFAULT_AGENT = "otel-adaptive-demo"
 _TOOLS = ("search_web", "search_docs", "get_weather")
 _ANSWER_PATH = ("research", "answer")
+#: How many drafting LLM calls a run makes, at least and at most (drawn per run).
+_DRAFT_CALLS = (1, 3)
 _SCHEDULE_DELAY_MILLIS = 50
 
 
@@ -147,7 +149,7 @@ def _demo(
     store = processor.store
     envelope = store.load_trie(args.agent_id)
     plan = store.load_plan(args.agent_id)
-    sites = _call_site_hints(processor, args.agent_id, envelope)
+    sites = agent.last_calls
     if args.json:
         print_json(
             {
@@ -199,6 +201,9 @@ class _SimulatedAgent:
         self._processor = processor
         self._name = name
         self._rng = rng
+        #: (path, call index at that path, hints served) for each LLM call of the last run.
+        self.last_calls: list[tuple[tuple[str, ...], int, AgentHints | None]] = []
+        self._chains: list[str] = []
 
     def run(self, pool: ThreadPoolExecutor) -> AgentHints | None:
         """One run; returns the hints the answering LLM call was given."""
@@ -206,6 +211,7 @@ class _SimulatedAgent:
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": self._name,
         }
+        self.last_calls = []
         with self._tracer.start_as_current_span("research", attributes=agent_attributes):
             with self._chain("plan"):
                 self._llm(60)
@@ -219,7 +225,7 @@ class _SimulatedAgent:
                 for future in futures:
                     future.result()
             with self._chain("draft"):
-                for _ in range(self._rng.randint(1, 3)):
+                for _ in range(self._rng.randint(*_DRAFT_CALLS)):
                     self._llm(200)
             with self._chain("answer"):
                 return self._llm(400)
@@ -229,12 +235,19 @@ class _SimulatedAgent:
         with self._tracer.start_as_current_span(
             name, attributes={"openinference.span.kind": "CHAIN"}
         ):
-            yield
+            self._chains.append(name)
+            try:
+                yield
+            finally:
+                self._chains.pop()
 
     def _llm(self, typical_tokens: int) -> AgentHints | None:
         attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "sim-1"}
         with self._tracer.start_as_current_span("chat sim-1", attributes=attributes) as span:
             hints = self._processor.current_hints()  # what a real client would send along
+            path = ("research", *self._chains)
+            index = 1 + sum(1 for done, _, _ in self.last_calls if done == path)
+            self.last_calls.append((path, index, hints))
             time.sleep(self._rng.uniform(0.001, 0.003))
             tokens = max(1, int(self._rng.gauss(typical_tokens, typical_tokens / 10)))
             span.set_attribute("gen_ai.usage.output_tokens", tokens)
@@ -249,18 +262,6 @@ class _SimulatedAgent:
 
 
 # --- reporting ------------------------------------------------------------------------------
-
-
-def _call_site_hints(
-    processor: AdaptiveSpanProcessor, agent_id: str, envelope: dict[str, Any] | None
-) -> list[tuple[tuple[str, ...], int, AgentHints | None]]:
-    """Hints for every call site the trie knows (its leaves, per call index)."""
-    lookup: Callable[[CallSite], AgentHints | None] = processor.hints.hints_for
-    return [
-        (row.path, row.call_index, lookup(CallSite(agent_id, row.path, row.call_index, 0, None)))
-        for row in trie_rows(envelope)
-        if row.is_leaf and row.call_index is not None
-    ]
 
 
 def _hints_dict(hints: AgentHints | None) -> dict[str, Any] | None:
