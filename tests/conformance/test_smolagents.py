@@ -103,7 +103,11 @@ class _Scenario:
         )
         tools = [_CityTool(name, self) for name in TOOL_NAMES]
         self.worker = ToolCallingAgent(
-            tools=tools, model=model, name=WORKER, description="Weather and time.", verbosity_level=0
+            tools=tools,
+            model=model,
+            name=WORKER,
+            description="Weather and time.",
+            verbosity_level=0,
         )
         self.manager = ToolCallingAgent(
             tools=[], model=model, managed_agents=[self.worker], name=MANAGER, verbosity_level=0
