@@ -34,9 +34,7 @@ from two_turn_agent import (
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
 
-require(
-    "crewai", "openinference.instrumentation.crewai", "openinference.instrumentation.openai"
-)
+require("crewai", "openinference.instrumentation.crewai", "openinference.instrumentation.openai")
 
 import openai.resources.chat.completions as chat_completions  # noqa: E402
 from crewai import LLM, Agent, Crew, Task  # noqa: E402
@@ -86,7 +84,10 @@ def _reply(turn: Turn) -> Reply:
     calls = tuple(ToolCall(name, {"city": "Paris"}) for name in turn.tool_calls)
     text = None if calls else ANSWER
     return Reply(
-        text=text, tool_calls=calls, input_tokens=turn.input_tokens, output_tokens=turn.output_tokens
+        text=text,
+        tool_calls=calls,
+        input_tokens=turn.input_tokens,
+        output_tokens=turn.output_tokens,
     )
 
 

@@ -81,8 +81,8 @@ class ScriptedChatModel(BaseChatModel):
     sending them to the model server would."""
 
     turns: Sequence[Turn] = TURNS
-    hints: list[AgentHints | None] = []
-    plain_hints: list[AgentHints | None] = []
+    hints: list[AgentHints | None] = []  # noqa: RUF012 (a pydantic field: copied per model)
+    plain_hints: list[AgentHints | None] = []  # noqa: RUF012
 
     @property
     def _llm_type(self) -> str:

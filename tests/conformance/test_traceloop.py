@@ -68,7 +68,10 @@ def _reply(turn: Turn) -> Reply:
     calls = tuple(ToolCall(name, {"city": "Paris"}) for name in turn.tool_calls)
     text = None if calls else ANSWER
     return Reply(
-        text=text, tool_calls=calls, input_tokens=turn.input_tokens, output_tokens=turn.output_tokens
+        text=text,
+        tool_calls=calls,
+        input_tokens=turn.input_tokens,
+        output_tokens=turn.output_tokens,
     )
 
 
