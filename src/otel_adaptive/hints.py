@@ -105,6 +105,7 @@ class _Scope:
     graph_name: str | None
     fallback_agent_id: str
     manual_sensitivity: int | None
+    agent: tuple[str, str | None]  # (the rule's agent id, the explicit name on the root)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +171,6 @@ class HintService:
         """The span's cache entry, computing (and caching) what its ancestors lack."""
         generation = self._generation
         sites = state.sites if state is not None else None
-        if ended is None and state is not None:
-            ended = _EndedIndex(state)
         missing: list[Any] = []
         base: _Site | None = None
         node = span
@@ -189,7 +188,9 @@ class HintService:
             if parent is None or parent.is_remote:
                 break
             node = self._live.open.get(parent.span_id)
-            if node is None and ended is not None:
+            if node is None and state is not None:
+                if ended is None:
+                    ended = _EndedIndex(state)
                 node = ended.get(parent.span_id)  # ended meanwhile: its end is recorded
         for node in reversed(missing):
             site = _Site(generation, self._derive(None if base is None else base.scope, node))
@@ -240,6 +241,17 @@ class HintService:
             agent_start = 0
         if kind in STRUCTURAL_SCOPES:
             names = (*names, name)
+        if (
+            parent is None
+            or run_root_id != parent.run_root_id
+            or inner_agent is not parent.inner_agent
+            or graph_name != parent.graph_name
+        ):
+            agent = self._agent(
+                root_kind, root_name, root_attributes, inner_agent, graph_name, fallback
+            )
+        else:
+            agent = parent.agent  # nothing the rule reads changed: most spans
         return _Scope(
             span_id=span_id,
             kind=kind,
@@ -255,6 +267,30 @@ class HintService:
             graph_name=graph_name,
             fallback_agent_id=fallback,
             manual_sensitivity=manual,
+            agent=agent,
+        )
+
+    def _agent(
+        self,
+        root_kind: ScopeType,
+        root_name: str,
+        root_attributes: Mapping[str, object],
+        inner_agent: tuple[str, Mapping[str, object]] | None,
+        graph_name: str | None,
+        fallback: str,
+    ) -> tuple[str, str | None]:
+        limit = self._config.max_name_length
+        agent_id = identity.run_agent_id(
+            root_kind,
+            root_name,
+            root_attributes,
+            first_inner_agent=inner_agent,
+            graph_name=graph_name,
+            fallback=fallback,
+        )
+        explicit = identity.explicit_agent_name(root_attributes)
+        return clean_name(agent_id, limit), None if explicit is None else clean_name(
+            explicit, limit
         )
 
     def _place(self, scope: _Scope) -> _Place | None:
@@ -268,19 +304,10 @@ class HintService:
             path = scope.names
         else:
             path = scope.names[scope.agent_start :]
-        limit = self._config.max_name_length
-        agent_id = identity.run_agent_id(
-            scope.root_kind,
-            scope.root_name,
-            scope.root_attributes,
-            first_inner_agent=scope.inner_agent,
-            graph_name=scope.graph_name,
-            fallback=scope.fallback_agent_id,
-        )
-        explicit = identity.explicit_agent_name(scope.root_attributes)
+        agent_id, explicit = scope.agent
         return _Place(
-            agent_id=clean_name(agent_id, limit),
-            explicit=None if explicit is None else clean_name(explicit, limit),
+            agent_id=agent_id,
+            explicit=explicit,
             alias_key=identity.alias_key(scope.root_name),
             path=path,
             run_root_id=scope.run_root_id,
@@ -300,8 +327,9 @@ class HintService:
         end = len(ended)  # other threads may append meanwhile: count up to here
         if tally.cursor >= end:
             return tally
-        per_run = dict(tally.per_run)
-        per_path = dict(tally.per_path)
+        # Copied on the first new LLM call only: most ends are not LLM calls.
+        per_run: dict[int, int] | None = None
+        per_path: dict[tuple[int, tuple[str, ...]], int] = tally.per_path
         heuristics = self._config.name_heuristics
         index = _EndedIndex(state)
         for span in ended[tally.cursor : end]:
@@ -316,10 +344,12 @@ class HintService:
             place = self._site_place(site)
             if place is None:
                 continue
+            if per_run is None:
+                per_run, per_path = dict(tally.per_run), dict(tally.per_path)
             key = (place.run_root_id, place.path)
             per_run[place.run_root_id] = per_run.get(place.run_root_id, 0) + 1
             per_path[key] = per_path.get(key, 0) + 1
-        counted = Tally(end, per_run, per_path)
+        counted = Tally(end, tally.per_run if per_run is None else per_run, per_path)
         state.tally = counted  # one assignment: readers see a consistent tally
         return counted
 

@@ -87,8 +87,11 @@ class LiveSpans:
         else:
             self._count_untracked()
         parent = span.parent
-        if (parent is None or parent.is_remote) and len(self.traces) < self._max_traces:
-            self.traces.setdefault(context.trace_id, TraceState())
+        if parent is None or parent.is_remote:
+            if len(self.traces) < self._max_traces:
+                self.traces.setdefault(context.trace_id, TraceState())
+            else:
+                self._count_untracked()  # its calls go uncounted: hints may be off
 
     def ended(self, span: ReadableSpan) -> None:
         context = span.context
