@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,9 +23,19 @@ from otel_adaptive.learners.parallelism import ExecutionPlan, group_id_for
 SERVICE_NAME = "conformance-svc"
 
 
+#: Set by CI: a conformance module whose framework is missing fails instead of skipping.
+STRICT_ENV = "OTEL_ADAPTIVE_CONFORMANCE_STRICT"
+
+
 def require(*modules: str) -> None:
-    """Skip the calling test module unless every optional dependency imports."""
+    """Skip the calling test module unless every optional dependency imports
+    (fail instead, when ``OTEL_ADAPTIVE_CONFORMANCE_STRICT=1``)."""
     for module in modules:
+        if os.environ.get(STRICT_ENV) == "1":
+            try:
+                importlib.import_module(module)
+            except ImportError as error:
+                pytest.fail(f"{STRICT_ENV}=1 and {module} does not import: {error}")
         pytest.importorskip(module, reason=f"conformance extra not installed ({module})")
 
 
