@@ -36,6 +36,7 @@ from otel_adaptive.cli._common import (
     store_overrides,
 )
 from otel_adaptive.config import AdaptiveConfig
+from otel_adaptive.redaction import Redactor
 from otel_adaptive.store.base import StoreUnavailableError
 from otel_adaptive.store.redis import STORE_SCHEMA_VERSION, RedisStore
 
@@ -99,18 +100,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _redis_checks(config: AdaptiveConfig) -> list[_Check]:
     assert config.redis_url is not None
-    secrets = _secrets(config.redis_url)
+    scrub = Redactor.for_urls(config.redis_url)
     try:
         store = open_store(config)
     except CommandError as exc:
-        return [_Check(False, "Redis settings", _scrub(str(exc), secrets))]
+        return [_Check(False, "Redis settings", scrub(str(exc)))]
     assert isinstance(store, RedisStore)
     label = store_label(store)
     try:
         client = _client(config)
     except (ValueError, RedisError, RedisClusterException) as exc:
         store.close()
-        return [_Check(False, "Redis URL", _scrub(f"{type(exc).__name__}: {exc}", secrets))]
+        return [_Check(False, "Redis URL", scrub(f"{type(exc).__name__}: {exc}"))]
     checks: list[_Check] = []
     try:
         started = time.perf_counter()
@@ -124,9 +125,9 @@ def _redis_checks(config: AdaptiveConfig) -> list[_Check]:
         checks.append(_mode_check(config, mode))
         checks.append(_schema_check(store, client))
     except StoreUnavailableError as exc:
-        checks.append(_Check(False, "Redis", _scrub(str(exc), secrets)))
+        checks.append(_Check(False, "Redis", scrub(str(exc))))
     except (RedisError, RedisClusterException, OSError) as exc:
-        detail = _scrub(f"{type(exc).__name__}: {exc}", secrets)
+        detail = scrub(f"{type(exc).__name__}: {exc}")
         checks.append(_Check(False, "Redis reachable", f"{label}: {detail}"))
     finally:
         client.close()
@@ -220,23 +221,6 @@ def _without_cluster_option(url: str) -> tuple[str, bool]:
     cluster = any(name == "cluster" and value.lower() in _TRUE_WORDS for name, value in query)
     kept = [(name, value) for name, value in query if name != "cluster"]
     return urlunsplit(parts._replace(query=urlencode(kept))), cluster
-
-
-def _secrets(url: str) -> list[str]:
-    try:
-        parts = urlsplit(url)
-        found = [value for name, value in parse_qsl(parts.query) if name.lower() == "password"]
-        if parts.password:
-            found.append(parts.password)
-    except ValueError:
-        return []
-    return sorted({secret for secret in found if secret}, key=len, reverse=True)
-
-
-def _scrub(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
 
 
 # --- what would happen ----------------------------------------------------------------------

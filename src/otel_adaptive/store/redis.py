@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias, Union
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -38,6 +38,7 @@ from redis.retry import Retry
 from otel_adaptive.learners import LEARNER_TYPES
 from otel_adaptive.learners.base import Learner, Mergeable
 from otel_adaptive.records import RUN_SCHEMA_VERSION, RunRecord, decode_run, encode_run
+from otel_adaptive.redaction import Redactor, mask_url, url_secrets
 from otel_adaptive.store import _redis_lua
 from otel_adaptive.store.base import AgentDelta, Store, StoreUnavailableError
 
@@ -243,8 +244,8 @@ class RedisStore(Store):
         store = cls.__new__(cls)
         store._configure(
             connect,
-            url=_mask_url(client_url),
-            secrets=_url_secrets(client_url),
+            url=mask_url(client_url),
+            secrets=url_secrets(url),
             cluster=use_cluster,
             owns_client=True,
             **store_kwargs,
@@ -273,7 +274,7 @@ class RedisStore(Store):
             raise ValueError(f"on_bad_data must be 'ignore' or 'replace', got {on_bad_data!r}")
         self._connect = connect
         self._url = url
-        self._secrets = secrets
+        self._scrub = Redactor(secrets)
         self._cluster = cluster
         self._owns_client = owns_client
         self._keys = RedisKeyLayout(key_prefix, learners)
@@ -634,6 +635,8 @@ class RedisStore(Store):
                     self._scripts = _Scripts(client)
                 except (RedisError, RedisClusterException, OSError) as exc:
                     raise self._unavailable(operation, exc) from exc
+                except ValueError as exc:  # redis-py parses the URL here
+                    raise ValueError(self._scrub(f"invalid Redis URL {self._url}: {exc}")) from None
                 self._client = client
             return self._client
 
@@ -733,11 +736,6 @@ class RedisStore(Store):
             )
         return StoreUnavailableError(f"Redis at {self._url} failed during {operation}: {detail}")
 
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
     def _report_problems(self, keys: Sequence[str], problems: Sequence[Any]) -> None:
         for key_number, reason, detail in problems:
             self._report(keys[int(key_number) - 1], _text(reason), _text(detail))
@@ -786,30 +784,6 @@ def _split_cluster_option(url: str) -> tuple[str, bool]:
     cluster = any(name == "cluster" and value.lower() in _TRUE_WORDS for name, value in query)
     kept = [(name, value) for name, value in query if name != "cluster"]
     return urlunsplit(parts._replace(query=urlencode(kept))), cluster
-
-
-def _url_secrets(url: str) -> tuple[str, ...]:
-    parts = urlsplit(url)
-    secrets = [value for name, value in parse_qsl(parts.query) if name.lower() == "password"]
-    if parts.password:
-        # redis-py unquotes the password, so scrub both spellings.
-        secrets += [parts.password, unquote(parts.password)]
-    return tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
-
-
-def _mask_url(url: str) -> str:
-    """The URL with any password (userinfo or ``?password=``) replaced by ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user, has_password, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{hostport}" if has_password else f"{user}@{hostport}"
-    query = [
-        (name, "***" if name.lower() == "password" else value)
-        for name, value in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
 
 
 def _describe_client(client: RedisClient) -> tuple[str, tuple[str, ...]]:
