@@ -358,9 +358,15 @@ def test_replace_mode_overwrites_a_corrupt_field_on_the_next_merge(
 ) -> None:
     store = make_store(redis_url, key_prefix, on_bad_data="replace")
     store.merge("b1", [tally_delta("agent", runs=Tally(1))])
-    admin.hset(store.keys.shard("agent", "tally", store._writer), "runs", b"\x00garbage")
-
+    shard = store.keys.shard("agent", "tally", store._writer)
+    admin.hset(shard, "runs", b"\x00garbage")
+    # This process's shard is only ever written by it: what it knows it wrote wins.
     assert store.merge("b2", [tally_delta("agent", runs=Tally(5))])
+    assert tally_count(store, "agent") == 6
+    # Once it cannot trust its shard (a lost reply), a bad value is found and replaced.
+    store._distrust_own("agent")
+    admin.hset(shard, "runs", b"\x00garbage")
+    assert store.merge("b3", [tally_delta("agent", runs=Tally(5))])
     assert tally_count(store, "agent") == 5
     assert store.bad_data_by_reason == {"corrupt": 1}
 

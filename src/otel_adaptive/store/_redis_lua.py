@@ -221,9 +221,11 @@ return {1, {}, scanned[2], learned_version}
 #: KEYS: meta, batch ids, writer hash, then this writer's shard of each
 #: learned-state hash (one per configured learner), then the base hashes in the
 #: same order.
-#: ARGV: batch id, schema version, mode, now, batch ids kept, writer id, then for
-#: each shard a field count n followed by n triples (field, SHA-1 of the value
-#: this writer last wrote there or '' if none, new value).
+#: ARGV: batch id, schema version, mode, now, batch ids kept, writer id, stamp
+#: (the time this writer last wrote, as its writers entry should still say, or
+#: '' to check every field), then for each shard a field count n followed by n
+#: triples (field, SHA-1 of the value this writer last wrote there or '' if
+#: none, new value).
 #: Only this writer writes its shard, so the compare-and-set fails only when the
 #: writer's own view is stale (a lost reply, a compacted shard): the conflict
 #: reply carries the current values. Batch ids are shared by every writer of the
@@ -236,7 +238,7 @@ MERGE_SHARD = (
     _PRELUDE
     + r"""
 local batch, version, mode = ARGV[1], ARGV[2], ARGV[3]
-local now, keep, writer = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local now, keep, writer, stamp = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local problems = {}
 local fresh = 1 - redis.call('EXISTS', KEYS[1])
 if not guard_agent(version, mode, problems) then return {3, problems, fresh, {}} end
@@ -244,7 +246,7 @@ if not guard_key(2, 'zset', mode, problems) then return {3, problems, fresh, {}}
 if not guard_key(3, 'hash', mode, problems) then return {3, problems, fresh, {}} end
 if redis.call('ZSCORE', KEYS[2], batch) then return {0, problems, fresh, {}} end
 local specs = {}
-local pos = 7
+local pos = 8
 -- KEYS[4 .. 3 + n] are the shards; the base hashes after them are only named so
 -- that replace mode can start an agent of another schema afresh.
 for k = 4, 3 + (#KEYS - 3) / 2 do
@@ -256,9 +258,13 @@ for k = 4, 3 + (#KEYS - 3) / 2 do
   end
   pos = pos + 3 * n
 end
+-- When the writer's entry still holds the stamp of its last write, nothing but
+-- that write touched the shard: no field needs checking (no HMGET, no SHA-1).
+local trusted = stamp ~= '' and redis.call('HGET', KEYS[3], writer) == stamp
 -- Fields are read and written 500 at a time (HMGET, HSET), not one command each.
 local conflicts = {}
 for _, spec in ipairs(specs) do
+  if trusted then break end
   local key = KEYS[spec[1]]
   local last = spec[2] + 3 * (spec[3] - 1)
   for first = spec[2], last, 1500 do

@@ -686,6 +686,7 @@ class RedisStore(Store):
             now,
             _BATCH_IDS_KEPT,
             self._writer,
+            self._stamp(plan),
         ]
         for index, fields in enumerate(plan.deltas):
             triples: list[Any] = []
@@ -696,6 +697,13 @@ class RedisStore(Store):
             args.append(len(triples) // 3)
             args.extend(triples)
         return _ScriptCall(scripts.merge_shard, plan.keys, args)
+
+    def _stamp(self, plan: _AgentMerge) -> str:
+        """This writer's last write time when its cached shard is exact, else ''."""
+        own = self._own.get(plan.agent_id)
+        if own is None or not own.complete or plan.current:
+            return ""  # per-field checks: something may have changed behind our back
+        return own.last_write
 
     def _prepare_field(
         self, plan: _AgentMerge, index: int, field_key: str
@@ -722,6 +730,9 @@ class RedisStore(Store):
 
     def _take_conflicts(self, plan: _AgentMerge, conflicts: Sequence[Any]) -> None:
         """The server's current values, for fields whose last write this process missed."""
+        own = self._own.get(plan.agent_id)
+        if own is not None:
+            own.complete = False  # its other cached fields may be stale too
         for key_number, raw_field, stored in zip(
             conflicts[::3], conflicts[1::3], conflicts[2::3], strict=True
         ):
