@@ -85,3 +85,22 @@ def test_a_value_past_the_call_budget_is_fetched_by_a_later_call(
     assert {name: value.to_bytes() for name, value in loaded.items()} == values
     # At most one value per call once the budget is spent, so ~one call per value.
     assert store.stats()["round_trips"] - before >= 10
+
+
+def test_an_absurd_decoded_count_is_rejected_as_bad_data(
+    redis_url: str, key_prefix: str, admin: redis.Redis
+) -> None:
+    from otel_adaptive.learners import ToolParallelismLearner
+    from otel_adaptive.learners.parallelism import RUNS_FIELD
+
+    learner = ToolParallelismLearner()
+    store = RedisStore.from_url(redis_url, key_prefix=key_prefix, learners={learner.name: learner})
+    try:
+        key = store.keys.learned("poisoned", learner.name)
+        admin.hset(key, RUNS_FIELD, b'{"v":1,"runs":1000000000000000000000000000000}')
+        admin.hset(store.keys.learned("fine", learner.name), RUNS_FIELD, b'{"v":1,"runs":3}')
+        assert store.load_fields("poisoned", learner.name) == {}
+        assert store.bad_data_by_reason == {"corrupt": 1}
+        assert store.load_plan("fine").runs_observed == 3
+    finally:
+        store.close()
