@@ -22,6 +22,8 @@ window, so the figures are steady state. Columns, per run:
 * ``B in`` / ``B out``: bytes clients sent to Redis / Redis sent back
   (``total_net_input_bytes`` / ``total_net_output_bytes``);
 * ``exp µs`` / ``app µs``: process CPU outside / inside the application thread;
+* ``srv µs``: Redis server CPU (``INFO cpu``, user + sys, summed over nodes);
+* ``retry``: merges a store sent again (compare-and-set conflicts), all processes;
 * ``stored`` / ``drop``: runs stored and span events dropped (must be 0: the
   queue is sized to hold the whole case, since runs are made as fast as the
   application thread can, faster than the exporter drains them);
@@ -224,6 +226,7 @@ class ServerCounters:
     bytes_in: int = 0
     bytes_out: int = 0
     by_command: dict[str, int] = field(default_factory=dict)
+    cpu_seconds: float = 0.0  # INFO cpu: used_cpu_user + used_cpu_sys
 
     def minus(self, before: ServerCounters) -> ServerCounters:
         names = set(self.by_command) | set(before.by_command)
@@ -238,6 +241,7 @@ class ServerCounters:
                 for name in sorted(names)
                 if self.by_command.get(name, 0) != before.by_command.get(name, 0)
             },
+            cpu_seconds=self.cpu_seconds - before.cpu_seconds,
         )
 
     _nodes_read: tuple[str, ...] = ()
@@ -248,6 +252,7 @@ def server_counters(target: RedisTarget | None) -> ServerCounters:
     if target is None:
         return ServerCounters()
     commands = connections = bytes_in = bytes_out = 0
+    cpu_seconds = 0.0
     by_command: dict[str, int] = {}
     for url in target.nodes:
         with redis.Redis.from_url(url) as client:
@@ -261,8 +266,16 @@ def server_counters(target: RedisTarget | None) -> ServerCounters:
             connections += int(stats["total_connections_received"])
             bytes_in += int(stats["total_net_input_bytes"])
             bytes_out += int(stats["total_net_output_bytes"])
+            cpu = client.info("cpu")
+            cpu_seconds += float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
     return ServerCounters(
-        commands, connections, bytes_in, bytes_out, by_command, _nodes_read=target.nodes
+        commands,
+        connections,
+        bytes_in,
+        bytes_out,
+        by_command,
+        cpu_seconds=cpu_seconds,
+        _nodes_read=target.nodes,
     )
 
 
@@ -393,6 +406,8 @@ def measure(case: Case) -> dict[str, Any]:
         "bytes_out_per_run": delta.bytes_out / total,
         "exporter_cpu_us_per_run": (cpu - app_cpu) / total * 1e6,
         "app_cpu_us_per_run": app_cpu / total * 1e6,
+        # Redis's own CPU (all nodes): what one Redis thread can sustain for a fleet.
+        "server_cpu_us_per_run": delta.cpu_seconds / total * 1e6,
         "events_dropped": sum(r["events_dropped"] for r in rows),
         "store_errors": sum(r["store_errors"] for r in rows),
         "merge_retries": _total(rows, "store_merge_retries"),
@@ -436,7 +451,8 @@ def _cases(args: argparse.Namespace, llm_calls: int, targets: dict[str, RedisTar
 HEADER = (
     f"{'calls':>5} {'store, processes, state':30} {'runs/s':>7} {'(min-max)':^13} "
     f"{'sent':>6} {'trips':>6} {'exec':>6} {'conns':>6} {'B in':>6} {'B out':>6} "
-    f"{'exp µs':>6} {'app µs':>6} {'stored':>7} {'drop':>5} {'bad':>4}\n"
+    f"{'exp µs':>6} {'app µs':>6} {'srv µs':>6} {'retry':>5} {'stored':>7} {'drop':>5} "
+    f"{'bad':>4}\n"
     f"{'':5} {'':30} {'':7} {'':13} {'---- per run ' + '-' * 40:>55}"
 )
 
@@ -449,6 +465,7 @@ def _print_row(llm_calls: int, name: str, row: dict[str, Any]) -> None:
         f"{row['commands_executed_per_run']:6.2f} {row['new_connections_per_run']:6.3f} "
         f"{row['bytes_in_per_run']:6.0f} {row['bytes_out_per_run']:6.0f} "
         f"{row['exporter_cpu_us_per_run']:6.0f} {row['app_cpu_us_per_run']:6.0f} "
+        f"{row['server_cpu_us_per_run']:6.1f} {row['merge_retries']:5.0f} "
         f"{row['runs_stored']:7.0f} {row['events_dropped']:5.0f} {row['bad_data']:4.0f}"
     )
 

@@ -18,6 +18,7 @@ def run_agent_fleet_worker(
         max_export_batch_size=64,
         schedule_delay_millis=50,
         redis_socket_timeout_seconds=5.0,
+        max_runs_per_agent=100_000,
     )
     for _ in range(runs):
         with timed_span(tracer, "fleet-run", 0, 100, agent_attrs("fleet")):
@@ -26,5 +27,6 @@ def run_agent_fleet_worker(
                     pass
     flushed = processor.force_flush(60_000)
     stats = processor.stats()
+    store_stats = {f"store_{k}": v for k, v in processor.store.stats().items()}  # type: ignore[attr-defined]
     provider.shutdown()
-    return {"flushed": flushed, **stats}
+    return {"flushed": flushed, **stats, **store_stats}

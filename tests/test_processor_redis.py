@@ -200,7 +200,7 @@ def test_a_corrupted_state_key_is_counted_and_the_exporter_keeps_working(
     _one_run(tracer, agent="corrupt")
     assert processor.force_flush(10_000)
     store = processor.store
-    key = store.keys.learned("corrupt", "trie")  # type: ignore[attr-defined]
+    key = store.keys.shard("corrupt", "trie", store._writer)  # type: ignore[attr-defined]
     with redis_py.Redis.from_url(redis_url) as client:
         client.delete(key)
         client.set(key, b"not a hash")

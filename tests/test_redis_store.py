@@ -239,7 +239,7 @@ def test_a_merge_whose_reply_is_lost_counts_once_when_retried(
     store = make_store(proxy.url, key_prefix)
     try:
         assert store.merge("warm-up", [tally_delta("agent", runs=Tally(1))])
-        write_sha = hashlib.sha1(_redis_lua.MERGE_WRITE.encode()).hexdigest().encode()
+        write_sha = hashlib.sha1(_redis_lua.MERGE_SHARD.encode()).hexdigest().encode()
         proxy.drop_reply_to(write_sha)
 
         with pytest.raises(StoreUnavailableError):
@@ -303,7 +303,7 @@ def test_merge_cost_does_not_grow_with_stored_state(
     try:
         store.merge("seed-small", [tally_delta("small", **{f"f{i}": Tally(1) for i in range(10)})])
         store.merge("seed-big", [tally_delta("big", **{f"f{i}": Tally(1) for i in range(10_000)})])
-        assert admin.hlen(store.keys.learned("big", "tally")) == 10_000
+        assert admin.hlen(store.keys.shard("big", "tally", store._writer)) == 10_000
 
         def cost(agent: str, batch: str) -> tuple[int, int, int]:
             before_stats, before_bytes = store.stats(), proxy.reply_bytes
@@ -317,8 +317,9 @@ def test_merge_cost_does_not_grow_with_stored_state(
 
         small_commands, small_trips, small_bytes = cost("small", "next-small")
         big_commands, big_trips, big_bytes = cost("big", "next-big")
-        assert (big_commands, big_trips) == (small_commands, small_trips) == (2, 2)
-        # Reading the whole big state would send back ~10,000 fields; a merge reads 5.
+        # One script call: this process wrote the shard, so it knows what is there.
+        assert (big_commands, big_trips) == (small_commands, small_trips) == (1, 1)
+        # Reading the whole big state would send back ~10,000 fields; a merge reads none.
         assert big_bytes == small_bytes
         assert tally_count(store, "big", "f3") == 2
     finally:
@@ -333,21 +334,23 @@ def test_corrupt_field_bytes_are_skipped_logged_once_and_counted(
     store: RedisStore, admin: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     store.merge("b1", [tally_delta("agent", runs=Tally(1), good=Tally(7))])
-    key = store.keys.learned("agent", "tally")
-    admin.hset(key, "runs", b"\x00garbage")
+    key = store.keys.learned("agent", "tally")  # the base, as an older layout left it
+    admin.hset(key, mapping={"runs": b"\x00garbage", "old": Tally(3).to_bytes()})
     caplog.set_level(logging.WARNING, logger=LOGGER)
 
-    assert set(store.load_fields("agent", "tally")) == {"good"}
-    assert set(store.load_fields("agent", "tally")) == {"good"}
+    assert set(store.load_fields("agent", "tally")) == {"good", "runs", "old"}
+    assert set(store.load_fields("agent", "tally")) == {"good", "runs", "old"}
     assert store.merge("b2", [tally_delta("agent", runs=Tally(1), good=Tally(1))])
 
     assert len(warnings_about(caplog, key)) == 1
     assert "cannot be decoded" in warnings_about(caplog, key)[0]
-    assert store.bad_data_count == 3
-    assert store.bad_data_by_reason == {"corrupt": 3}
-    # ignore: the bad value is left alone, the good field still merges.
+    assert store.bad_data_count == 2
+    assert store.bad_data_by_reason == {"corrupt": 2}
+    # ignore: the bad value is left alone, every good value still counts.
     assert admin.hget(key, "runs") == b"\x00garbage"
     assert tally_count(store, "agent", "good") == 8
+    assert tally_count(store, "agent", "runs") == 2
+    assert tally_count(store, "agent", "old") == 3
 
 
 def test_replace_mode_overwrites_a_corrupt_field_on_the_next_merge(
@@ -355,9 +358,15 @@ def test_replace_mode_overwrites_a_corrupt_field_on_the_next_merge(
 ) -> None:
     store = make_store(redis_url, key_prefix, on_bad_data="replace")
     store.merge("b1", [tally_delta("agent", runs=Tally(1))])
-    admin.hset(store.keys.learned("agent", "tally"), "runs", b"\x00garbage")
-
+    shard = store.keys.shard("agent", "tally", store._writer)
+    admin.hset(shard, "runs", b"\x00garbage")
+    # This process's shard is only ever written by it: what it knows it wrote wins.
     assert store.merge("b2", [tally_delta("agent", runs=Tally(5))])
+    assert tally_count(store, "agent") == 6
+    # Once it cannot trust its shard (a lost reply), a bad value is found and replaced.
+    store._distrust_own("agent")
+    admin.hset(shard, "runs", b"\x00garbage")
+    assert store.merge("b3", [tally_delta("agent", runs=Tally(5))])
     assert tally_count(store, "agent") == 5
     assert store.bad_data_by_reason == {"corrupt": 1}
 
@@ -367,7 +376,7 @@ def test_a_key_of_the_wrong_type_never_raises(
 ) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
     runs_key = store.keys.runs("agent")
-    learned_key = store.keys.learned("agent", "tally")
+    learned_key = store.keys.shard("agent", "tally", store._writer)
     admin.set(runs_key, "not a hash")
     admin.rpush(learned_key, "not", "a", "hash")
     admin.set(store.keys.run_index("other"), "not a zset")
@@ -382,7 +391,8 @@ def test_a_key_of_the_wrong_type_never_raises(
     assert len(warnings_about(caplog, runs_key)) == 1
     assert "wrong type (string)" in warnings_about(caplog, runs_key)[0]
     assert len(warnings_about(caplog, learned_key)) == 1
-    assert store.bad_data_by_reason == {"wrong_type": 6}
+    # Runs twice, list, run count, merge; the skipped merge listed no shard to read.
+    assert store.bad_data_by_reason == {"wrong_type": 5}
     assert admin.get(runs_key) == b"not a hash"  # ignore leaves it alone
 
 

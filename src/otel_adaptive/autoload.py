@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import traceback
 from collections.abc import Mapping
 
 from opentelemetry import trace
@@ -20,6 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from otel_adaptive.config import AdaptiveConfig, ConfigError, env_var_name
 from otel_adaptive.processor import AdaptiveSpanProcessor
+from otel_adaptive.redaction import Redactor, mask_url
 
 _logger = logging.getLogger(__name__)
 
@@ -80,11 +82,16 @@ def install(
         # The message names the variable, the value and what is allowed; no traceback needed.
         _logger.error(
             "otel-adaptive is not active: %s. Fix the variable or unset %s.",
-            exc,
+            _redactor(env)(str(exc)),
             ENABLED_VARIABLE,
         )
-    except Exception:  # the application must start whatever happens here
-        _logger.exception("otel-adaptive is not active: setting up the processor failed")
+    except Exception as exc:  # the application must start whatever happens here
+        # The traceback is formatted here, not by logging, so it can be redacted:
+        # an exception's message may quote a configured URL.
+        _logger.error(
+            "otel-adaptive is not active: setting up the processor failed\n%s",
+            _redactor(env)("".join(traceback.format_exception(exc))).rstrip(),
+        )
     return None
 
 
@@ -94,4 +101,10 @@ def installed() -> AdaptiveSpanProcessor | None:
 
 
 def _store_kind(config: AdaptiveConfig) -> str:
-    return "in-memory store" if config.redis_url is None else "Redis store"
+    if config.redis_url is None:
+        return "in-memory store"
+    return f"Redis store at {mask_url(config.redis_url)}"
+
+
+def _redactor(env: Mapping[str, str]) -> Redactor:
+    return Redactor.for_urls(env.get(env_var_name("redis_url")))

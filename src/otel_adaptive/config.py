@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from otel_adaptive import profiles
+from otel_adaptive.redaction import mask_url, redact_text
 
 RunRootPolicy = Literal["agent_or_root", "agent"]
 BadDataPolicy = Literal["ignore", "replace"]
@@ -150,6 +151,11 @@ class AdaptiveConfig:
                 f"{self.hint_profile!r}"
             )
 
+    def __repr__(self) -> str:
+        # Written by hand: the generated repr would show redis_url with its password.
+        shown = ", ".join(f"{f.name}={_shown(f.name, getattr(self, f.name))}" for f in fields(self))
+        return f"{type(self).__name__}({shown})"
+
     def replace(self, **changes: Any) -> AdaptiveConfig:
         """A copy with some fields changed (validated like the original)."""
         return dataclasses.replace(self, **changes)
@@ -173,6 +179,18 @@ class AdaptiveConfig:
             raise ConfigError(str(exc)) from None
 
 
+def _shown(field_name: str, value: object) -> str:
+    """How a setting's value may appear in a repr or an error: passwords masked."""
+    if not isinstance(value, str):
+        shown = repr(value)
+    elif field_name == "redis_url":
+        shown = repr(mask_url(value))
+    else:
+        shown = repr(redact_text(value))
+    # A pasted blob or a 400-digit number must not flood a log line.
+    return shown if len(shown) <= _MAX_SHOWN else shown[: _MAX_SHOWN - 3] + "..."
+
+
 def env_var_name(field_name: str) -> str:
     """The environment variable that sets a config field."""
     return "OTEL_ADAPTIVE_" + field_name.upper()
@@ -188,6 +206,12 @@ class _Spec:
     optional: bool
     minimum: float | None = None
     choices: tuple[str, ...] = ()
+
+    @property
+    def maximum(self) -> float | None:
+        # Far beyond any sensible setting, and small enough that every use (a
+        # timedelta, a sleep, a C-sized length) takes it without OverflowError.
+        return {"int": _MAX_INT, "float": _MAX_FLOAT}.get(self.kind)
 
     @property
     def env_var(self) -> str:
@@ -214,8 +238,16 @@ class _Spec:
             base += " (or none)"
         return base
 
-    def fail(self, value: object, where: str) -> ConfigError:
-        return ConfigError(f"invalid {where}={value!r}: expected {self.allowed()}")
+    def fail(self, value: object, where: str, parsed: object = None) -> ConfigError:
+        allowed = self.allowed()
+        if self._too_big(value if parsed is None else parsed):
+            allowed += f" and <= {self.maximum:.10g}"
+        return ConfigError(f"invalid {where}={_shown(self.name, value)}: expected {allowed}")
+
+    def _too_big(self, value: object) -> bool:
+        if self.maximum is None or isinstance(value, bool):
+            return False
+        return isinstance(value, (int, float)) and value > self.maximum
 
     def check(self, value: object, where: str) -> None:
         if value is None:
@@ -223,8 +255,11 @@ class _Spec:
                 return
             raise self.fail(value, where)
         ok = _CHECKS[self.kind](value, self)
+        # Compared without float(): a huge int must fail here, not overflow.
         if ok and self.minimum is not None:
-            ok = float(value) >= self.minimum  # type: ignore[arg-type]
+            ok = value >= self.minimum  # type: ignore[operator]
+        if ok and self.maximum is not None:
+            ok = value <= self.maximum  # type: ignore[operator]
         if not ok:
             raise self.fail(value, where)
 
@@ -239,7 +274,7 @@ class _Spec:
         try:
             self.check(value, self.env_var)
         except ConfigError:
-            raise self.fail(raw, self.env_var) from None
+            raise self.fail(raw, self.env_var, value) from None
         return value
 
 
@@ -252,12 +287,15 @@ def _is_int(value: object, _: _Spec) -> bool:
 
 
 def _is_float(value: object, _: _Spec) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and float(value) == float(value)  # rejects NaN
-        and float(value) not in (float("inf"), float("-inf"))
-    )
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    # NaN compares unequal to itself; infinities and huge ints fail the range check.
+    return value == value  # noqa: PLR0124
+
+
+_MAX_INT = 2**31 - 1
+_MAX_SHOWN = 200
+_MAX_FLOAT = 1e9  # seconds (about 31 years) or a weight
 
 
 def _is_str(value: object, _: _Spec) -> bool:

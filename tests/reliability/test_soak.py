@@ -118,10 +118,12 @@ def test_soak_memory_is_bounded_and_every_span_is_accounted_for(
     # Redis: one agent's keys, each bounded by retention or the learned-field cap.
     store_keys = processor.store.keys  # type: ignore[attr-defined]
     assert stats["learned_fields_dropped"] > 0  # the uuid names did hit the cap
-    assert admin.hlen(store_keys.learned("soak", "trie")) <= MAX_TRIE_FIELDS
+    writer = processor.store._writer  # type: ignore[attr-defined]
+    assert admin.hlen(store_keys.shard("soak", "trie", writer)) <= MAX_TRIE_FIELDS
     assert admin.zcard(store_keys.run_index("soak")) == processor.config.max_runs_per_agent
     assert admin.hlen(store_keys.runs("soak")) == processor.config.max_runs_per_agent
-    assert sum(1 for _ in admin.scan_iter(match=f"{key_prefix}*")) == 7
+    # registry, meta, runs, run index, batch ids, writers, one shard per learner
+    assert sum(1 for _ in admin.scan_iter(match=f"{key_prefix}*")) == 8
     redis_growth = admin.info("memory")["used_memory"] - redis_baseline
     assert redis_growth < REDIS_MEMORY_GROWTH, redis_growth
     print(

@@ -15,6 +15,7 @@ from rich.table import Table
 from otel_adaptive.config import AdaptiveConfig, ConfigError
 from otel_adaptive.learners import build_learners, learner_options
 from otel_adaptive.learners.parallelism import ExecutionPlan
+from otel_adaptive.redaction import redact_text
 from otel_adaptive.store.base import Store, StoreUnavailableError
 from otel_adaptive.store.factory import create_store
 
@@ -37,8 +38,10 @@ def stderr_console() -> Console:
 
 
 def fail(message: str) -> int:
-    """Print ``message`` as an error and return the failure status."""
-    stderr_console().print(f"[bold red]error:[/] {message}", markup=True)
+    """Print ``message`` (any URL password masked) as an error; returns the failure status."""
+    console = stderr_console()
+    console.print("[bold red]error:[/] ", markup=True, end="")
+    console.print(redact_text(message), markup=False)
     return FAILED
 
 

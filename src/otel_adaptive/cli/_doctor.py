@@ -22,7 +22,6 @@ from dataclasses import dataclass, fields
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -44,6 +43,7 @@ from otel_adaptive.cli._common import (
     store_overrides,
 )
 from otel_adaptive.config import AdaptiveConfig, env_var_name
+from otel_adaptive.redaction import Redactor
 from otel_adaptive.store.base import StoreUnavailableError
 from otel_adaptive.store.redis import STORE_SCHEMA_VERSION, RedisStore, _split_cluster_option
 
@@ -130,18 +130,18 @@ def _unknown_variable_checks(set_vars: list[str]) -> list[_Check]:
 
 def _redis_checks(config: AdaptiveConfig) -> list[_Check]:
     assert config.redis_url is not None
-    secrets = _secrets(config.redis_url)
+    scrub = Redactor.for_urls(config.redis_url)
     try:
         store = open_store(config)
     except CommandError as exc:
-        return [_Check(False, "Redis settings", _scrub(str(exc), secrets))]
+        return [_Check(False, "Redis settings", scrub(str(exc)))]
     assert isinstance(store, RedisStore)
     label = store_label(store)
     try:
         client = _client(config)
     except (ValueError, RedisError, RedisClusterException) as exc:
         store.close()
-        return [_Check(False, "Redis URL", _scrub(f"{type(exc).__name__}: {exc}", secrets))]
+        return [_Check(False, "Redis URL", scrub(f"{type(exc).__name__}: {exc}"))]
     checks: list[_Check] = []
     try:
         started = time.perf_counter()
@@ -155,9 +155,9 @@ def _redis_checks(config: AdaptiveConfig) -> list[_Check]:
         checks.append(_mode_check(config, mode))
         checks.append(_schema_check(store, client))
     except StoreUnavailableError as exc:
-        checks.append(_Check(False, "Redis", _scrub(str(exc), secrets)))
+        checks.append(_Check(False, "Redis", scrub(str(exc))))
     except (RedisError, RedisClusterException, OSError) as exc:
-        detail = _scrub(f"{type(exc).__name__}: {exc}", secrets)
+        detail = scrub(f"{type(exc).__name__}: {exc}")
         checks.append(_Check(False, "Redis reachable", f"{label}: {detail}"))
     finally:
         client.close()
@@ -245,21 +245,10 @@ def _schema_check(store: RedisStore, client: redis.Redis | RedisCluster) -> _Che
     )
 
 
-def _secrets(url: str) -> list[str]:
-    try:
-        parts = urlsplit(url)
-        found = [value for name, value in parse_qsl(parts.query) if name.lower() == "password"]
-        if parts.password:
-            found.append(parts.password)
-    except ValueError:
-        return []
-    return sorted({secret for secret in found if secret}, key=len, reverse=True)
 
 
-def _scrub(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
+
+
 
 
 # --- what would happen ----------------------------------------------------------------------

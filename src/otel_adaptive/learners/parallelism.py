@@ -154,6 +154,8 @@ class _GroupWire(msgspec.Struct, frozen=True):
     support: int
 
 
+# A count beyond this is bad data, not a fleet's history (and floats stop being exact).
+_MAX_COUNT = 2**53
 _ENCODER = msgspec.json.Encoder()
 _RUNS_DECODER = msgspec.json.Decoder(_RunsWire)
 _GROUP_DECODER = msgspec.json.Decoder(_GroupWire)
@@ -165,8 +167,8 @@ class RunsObserved(msgspec.Struct, frozen=True):
     count: int
 
     def __post_init__(self) -> None:
-        if self.count < 0:
-            raise ValueError(f"runs observed must be >= 0, got {self.count}")
+        if not 0 <= self.count <= _MAX_COUNT:
+            raise ValueError(f"runs observed must be from 0 to {_MAX_COUNT}, got {self.count}")
 
     def merge(self, other: RunsObserved) -> RunsObserved:
         return RunsObserved(self.count + other.count)
@@ -186,8 +188,8 @@ class GroupSupport(msgspec.Struct, frozen=True):
             raise ValueError(f"a parallel group needs >= 2 tools, got {self.tool_names!r}")
         if list(self.tool_names) != sorted(self.tool_names):
             raise ValueError(f"tool names must be sorted, got {self.tool_names!r}")
-        if self.support < 0:
-            raise ValueError(f"support must be >= 0, got {self.support}")
+        if not 0 <= self.support <= _MAX_COUNT:
+            raise ValueError(f"support must be from 0 to {_MAX_COUNT}, got {self.support}")
 
     @property
     def group_id(self) -> str:

@@ -11,15 +11,18 @@ documented in ``docs/storage.md``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-import random
+import os
 import threading
 import time
+import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias, Union
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -27,17 +30,24 @@ from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.connection import SSLConnection
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
+    ClusterDownError,
+    MovedError,
     NoScriptError,
     RedisClusterException,
     RedisError,
     ResponseError,
+    TryAgainError,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from otel_adaptive.learners import LEARNER_TYPES
 from otel_adaptive.learners.base import Learner, Mergeable
 from otel_adaptive.records import RUN_SCHEMA_VERSION, RunRecord, decode_run, encode_run
+from otel_adaptive.redaction import Redactor, mask_url, url_secrets
 from otel_adaptive.store import _redis_lua
 from otel_adaptive.store.base import AgentDelta, Store, StoreUnavailableError
 
@@ -53,10 +63,31 @@ RedisClient: TypeAlias = Union["redis.Redis", RedisCluster]
 # batches would be applied again, far beyond any exporter retry window.
 _BATCH_IDS_KEPT = 10_000
 _MAX_MERGE_ATTEMPTS = 100
-_RETRIES_BEFORE_BACKOFF = 3
-_BACKOFF_BASE_SECONDS = 0.0005
-_BACKOFF_CAP_SECONDS = 0.02
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+# Replies and failures that mean "the slot moved or its node is changing", not bad data.
+_TRANSIENT_REPLIES = (TryAgainError, ClusterDownError)
+_REDIRECT_REPLIES = (AskError, *_TRANSIENT_REPLIES)  # MovedError is an AskError
+_NODE_TROUBLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# The registry is re-sent at least this often, in case it was lost without this
+# process seeing any error (a flush of the registry's node only).
+_REGISTRY_RECHECK_SECONDS = 60.0
+# Learned state is read back in steps of this many fields, this many bytes per
+# call; a larger value, or an agent larger than this, is reported and skipped.
+_SCAN_COUNT = 128
+_MAX_CALL_BYTES = 4 << 20
+_MAX_VALUE_BYTES = 1 << 20
+_MAX_AGENT_BYTES = 64 << 20
+_MAX_AGENT_FIELDS = 65_536
+_MAX_WRITERS_LISTED = 1024
+# Fields moved per fold step (one atomic script call each).
+_FOLD_CHUNK = 200
+# A writer that has not merged for this long has stopped: its shard is folded
+# into the base by the next reader.
+_WRITER_IDLE_SECONDS = 600.0
+# Agents whose shard content this process keeps decoded (least recently written go).
+_OWN_AGENTS_CACHED = 4096
+# How long cluster calls follow redirects and wait for a node before giving up.
+_REDIRECT_DEADLINE_SECONDS = 2.0
 
 _REASON_TEXT = {
     "wrong_type": "holds a value of the wrong type ({detail})",
@@ -109,21 +140,31 @@ class RedisKeyLayout:
         return f"{self.prefix}{self.tag(agent_id)}:batches"
 
     def learned(self, agent_id: str, learner: str) -> str:
+        """The base of the agent's learned state: folded from writers that stopped."""
         return f"{self.prefix}{self.tag(agent_id)}:learned:{learner}"
 
+    def shard(self, agent_id: str, learner: str, writer: str) -> str:
+        """One writer process's part of the agent's learned state (only it writes there)."""
+        return f"{self.learned(agent_id, learner)}:w:{writer}"
+
+    def writers(self, agent_id: str) -> str:
+        """Writer id -> time of its last merge, for every writer with a shard."""
+        return f"{self.prefix}{self.tag(agent_id)}:writers"
+
     def agent_keys(self, agent_id: str) -> list[str]:
-        """The agent's keys in the order the Lua scripts expect them."""
+        """The agent's fixed keys (writer shards on top); the run scripts take the first three."""
         return [
             self.meta(agent_id),
             self.runs(agent_id),
             self.run_index(agent_id),
             self.batches(agent_id),
             *(self.learned(agent_id, name) for name in self.learner_names),
+            self.writers(agent_id),
         ]
 
 
-# Index of the first learned-state key in RedisKeyLayout.agent_keys (0-based).
-_FIRST_LEARNED = 4
+# Index of this writer's first shard key in a MERGE_SHARD call's keys (0-based).
+_FIRST_SHARD = 3
 
 
 @dataclass(frozen=True)
@@ -133,15 +174,36 @@ class _ScriptCall:
     args: Sequence[Any]
 
 
+_Slot: TypeAlias = tuple[int, str]  # (learner index, field key)
+# A stored value that failed to decode: merging into it is left to on_bad_data.
+_UNUSABLE: Any = object()
+
+
+@dataclass
+class _OwnShard:
+    """What this writer last wrote to one agent: (SHA-1, decoded value) per field.
+
+    Only this process writes its shards, so this is their content: merges need
+    no read and refreshes no decode of it. ``complete`` is False when entries may
+    be missing (after a lost reply, an eviction or a fold): then the shard in
+    Redis is read like any other.
+    """
+
+    complete: bool
+    last_write: str = ""
+    fields: dict[_Slot, tuple[str, Mergeable]] = field(default_factory=dict)
+
+
 @dataclass
 class _AgentMerge:
     """One agent's part of a merge, carried across compare-and-set attempts."""
 
     agent_id: str
-    keys: list[str]
+    keys: list[str]  # meta, batch ids, writers, this writer's shard per learner
     deltas: list[dict[str, Mergeable]]  # aligned with RedisKeyLayout.learner_names
-    stored: dict[tuple[int, str], bytes | None] = field(default_factory=dict)
-    prepared: dict[tuple[int, str], tuple[str, bytes] | None] = field(default_factory=dict)
+    # (SHA-1, decoded value or None if absent) the server said a field holds.
+    current: dict[_Slot, tuple[str, Any]] = field(default_factory=dict)
+    prepared: dict[_Slot, tuple[str, bytes, Mergeable] | None] = field(default_factory=dict)
     outcome: Literal["applied", "duplicate", "skipped"] | None = None
 
 
@@ -151,9 +213,10 @@ class _Scripts:
     def __init__(self, client: RedisClient) -> None:
         self.save_runs = client.register_script(_redis_lua.SAVE_RUNS)
         self.list_runs = client.register_script(_redis_lua.LIST_RUNS)
-        self.load_fields = client.register_script(_redis_lua.LOAD_FIELDS)
-        self.merge_read = client.register_script(_redis_lua.MERGE_READ)
-        self.merge_write = client.register_script(_redis_lua.MERGE_WRITE)
+        self.load_chunk = client.register_script(_redis_lua.LOAD_CHUNK)
+        self.list_writers = client.register_script(_redis_lua.LIST_WRITERS)
+        self.merge_shard = client.register_script(_redis_lua.MERGE_SHARD)
+        self.fold_shard = client.register_script(_redis_lua.FOLD_SHARD)
         self.register_agents = client.register_script(_redis_lua.REGISTER_AGENTS)
 
 
@@ -243,8 +306,8 @@ class RedisStore(Store):
         store = cls.__new__(cls)
         store._configure(
             connect,
-            url=_mask_url(client_url),
-            secrets=_url_secrets(client_url),
+            url=mask_url(client_url),
+            secrets=url_secrets(url),
             cluster=use_cluster,
             owns_client=True,
             **store_kwargs,
@@ -264,6 +327,7 @@ class RedisStore(Store):
         max_runs_per_agent: int = 1000,
         run_max_age_seconds: float | None = None,
         on_bad_data: BadDataMode = "ignore",
+        writer_idle_seconds: float = _WRITER_IDLE_SECONDS,
     ) -> None:
         if max_runs_per_agent < 1:
             raise ValueError(f"max_runs_per_agent must be >= 1, got {max_runs_per_agent}")
@@ -271,9 +335,12 @@ class RedisStore(Store):
             raise ValueError(f"run_max_age_seconds must be > 0 or None, got {run_max_age_seconds}")
         if on_bad_data not in ("ignore", "replace"):
             raise ValueError(f"on_bad_data must be 'ignore' or 'replace', got {on_bad_data!r}")
+        if not writer_idle_seconds > 0:
+            raise ValueError(f"writer_idle_seconds must be > 0, got {writer_idle_seconds}")
         self._connect = connect
         self._url = url
-        self._secrets = secrets
+        self._scrub = Redactor(secrets)
+        self._has_password = bool(secrets)
         self._cluster = cluster
         self._owns_client = owns_client
         self._keys = RedisKeyLayout(key_prefix, learners)
@@ -293,15 +360,33 @@ class RedisStore(Store):
                 "bad_data",
                 "batches_deduplicated",
                 "batches_applied",
+                "batches_skipped",
                 "runs_saved",
+                "runs_replaced",
+                "runs_skipped",
                 "runs_expired",
+                "agents_registered",
+                "registry_rebuilds",
+                "cluster_redirects",
+                "slot_map_refreshes",
+                "shards_folded",
             ),
             0,
         )
         self._bad_by_reason: dict[str, int] = {}
         self._reported: set[tuple[str, str]] = set()
-        # Agents this store has added to the registry; saves a command per batch.
+        # Agents this store has added to the registry; saves a command per batch. It is
+        # forgotten whenever the registry may have been lost (see _forget_registrations).
         self._registered: set[str] = set()
+        self._ever_registered: set[str] = set()
+        self._registry_checked = time.monotonic()
+        self._redirect_deadline = _REDIRECT_DEADLINE_SECONDS
+        # This process's writer id and what it last wrote (see _OwnShard).
+        self._pid = os.getpid()
+        self._writer = _new_writer_id()
+        self._writer_idle = writer_idle_seconds
+        self._own: OrderedDict[str, _OwnShard] = OrderedDict()
+        self._written: set[str] = set()
 
     # -- public API ------------------------------------------------------------------------
 
@@ -360,16 +445,25 @@ class RedisStore(Store):
         replies = self._run_scripts("save_runs", [*calls, *([register] if register else [])])
         if register is not None:
             self._settle_register(register, replies[-1])
-        saved = expired = 0
-        for call, reply, agent_runs in zip(
-            calls, replies[: len(calls)], by_agent.values(), strict=True
+        saved = replaced = skipped = expired = 0
+        fresh_agents = []
+        for agent_id, call, reply, agent_runs in zip(
+            by_agent, calls, replies[: len(calls)], by_agent.values(), strict=True
         ):
-            written, problems, removed = reply
+            written, problems, removed, fresh, added = reply
             self._report_problems(call.keys, problems)
             if written:
                 saved += len(agent_runs)
+                replaced += len(agent_runs) - int(added)
                 expired += int(removed)
-        self._add(runs_saved=saved, runs_expired=expired)
+            else:
+                skipped += len(agent_runs)
+            if fresh and (register is None or agent_id not in register.args[1:]):
+                fresh_agents.append(agent_id)  # known here, yet its keys were gone
+        self._add(
+            runs_saved=saved, runs_replaced=replaced, runs_skipped=skipped, runs_expired=expired
+        )
+        self._register_again(fresh_agents)
 
     def list_runs(self, agent_id: str, limit: int | None = None) -> list[RunRecord]:
         if limit is not None and limit < 0:
@@ -408,70 +502,132 @@ class RedisStore(Store):
         return sorted(_text(member) for member in reply or ())
 
     def load_fields(self, agent_id: str, learner: str) -> dict[str, Mergeable]:
+        """The agent's learned state: the base merged with every writer's shard.
+
+        Read in bounded chunks; a value or an agent over the size limits is
+        reported once and left out, so one bad agent never stalls the others.
+        """
         decoder = self._decoder(learner)
         scripts = self._ensure_scripts("load_fields")
-        keys = [self._keys.meta(agent_id), self._keys.learned(agent_id, learner)]
-        call = _ScriptCall(scripts.load_fields, keys, [STORE_SCHEMA_VERSION])
-        reply = self._run_scripts("load_fields", [call])[0]
-        self._report_problems(keys, reply[1])
+        self._check_process()
+        listing = self._list_writers(scripts, agent_id)
+        if listing is None:
+            return {}
+        listed, _ = listing
+        own = self._own_view(agent_id, listed)
+        index = self._learner_index(learner)
+        keys = [self._keys.learned(agent_id, learner)]
+        keys += [
+            self._keys.shard(agent_id, learner, writer)
+            for writer in listed
+            if not (writer == self._writer and own is not None)
+        ]
+        raw = self._read_hashes(scripts, agent_id, keys)
+        if raw is None:
+            return {}
+        decoded: dict[str, dict[str, Any]] = {}
         fields: dict[str, Mergeable] = {}
-        items = reply[2:]
-        for raw_key, data in zip(items[::2], items[1::2], strict=True):
-            try:
-                field_key = raw_key.decode()
-                fields[field_key] = decoder.decode_field(field_key, data)
-            except ValueError as exc:  # UnicodeDecodeError is a ValueError too
-                self._report(keys[1], "corrupt", f"field {_text(raw_key)!r}: {exc}")
+        for key, values in raw.items():
+            decoded[key] = {}
+            for field_key, data in values.items():
+                try:
+                    value = decoder.decode_field(field_key, data)
+                except ValueError as exc:
+                    self._report(key, "corrupt", f"field {field_key!r}: {exc}")
+                    continue
+                decoded[key][field_key] = value
+                earlier = fields.get(field_key)
+                fields[field_key] = value if earlier is None else earlier.merge(value)
+        if own is not None and index is not None:
+            for (learner_index, field_key), (_, value) in own.fields.items():
+                if learner_index == index:
+                    earlier = fields.get(field_key)
+                    fields[field_key] = value if earlier is None else earlier.merge(value)
+        self._fold_departed(scripts, agent_id, learner, listed, raw, decoded)
         return fields
 
-    def merge(self, batch_id: str, deltas: Sequence[AgentDelta]) -> bool:
-        """Merge deltas; per agent atomic and idempotent by ``batch_id``.
+    def agent_versions(self, agent_ids: Sequence[str]) -> dict[str, int]:
+        """Each agent's learned-state version: it changes with every merge of any writer.
 
-        Returns False only when every agent in the batch had already applied it.
+        A reader that remembers them re-reads only the agents whose version moved.
         """
+        if not agent_ids:
+            return {}
+        client = self._client_for("agent_versions")
+        pipe = client.pipeline()
+        for agent_id in agent_ids:
+            pipe.hget(self._keys.meta(agent_id), "learned_version")
+        replies = self._execute("agent_versions", pipe, len(agent_ids))
+        versions: dict[str, int] = {}
+        for agent_id, reply in zip(agent_ids, replies, strict=True):
+            try:
+                versions[agent_id] = int(reply or 0)
+            except (TypeError, ValueError):  # WRONGTYPE or garbage: bad data, not a crash
+                self._report(self._keys.meta(agent_id), "corrupt", "learned_version")
+                versions[agent_id] = -1
+        return versions
+
+    def merge(self, batch_id: str, deltas: Sequence[AgentDelta]) -> bool:
+        """Merge deltas into this process's shards; per agent atomic, idempotent by ``batch_id``.
+
+        No other process writes these shards, so a merge is one round trip and
+        never redoes work because of another writer. Returns False only when every
+        agent in the batch had already applied it (in any process).
+        """
+        self._check_process()
         plans = self._plan_merge(deltas)
         if not plans:
             return True
         scripts = self._ensure_scripts("merge")
         register = self._register_call(scripts, [plan.agent_id for plan in plans])
-        to_read, pending, attempt = plans, plans, 0
-        while True:
-            if to_read:
-                self._read_for_merge(scripts, batch_id, to_read)
-            pending = [plan for plan in pending if plan.outcome is None]
-            if not pending:
-                break
-            calls = [self._write_call(scripts, batch_id, plan) for plan in pending]
-            if register is not None:
-                calls.append(register)
-            replies = self._run_scripts("merge", calls)
-            if register is not None:
-                self._settle_register(register, replies[-1])
-                register = None
-            pending = [
-                plan
-                for plan, reply in zip(pending, replies[: len(pending)], strict=True)
-                if not self._settle_write(plan, reply)
-            ]
-            if not pending:
-                break
-            attempt += 1
-            self._add(merge_retries=len(pending))
-            if attempt >= _MAX_MERGE_ATTEMPTS:
-                raise MergeContentionError(
-                    f"merge of batch {batch_id!r} lost {attempt} compare-and-set races "
-                    f"for {len(pending)} agent(s) at {self._url}; retry it later"
-                )
-            # A conflict reply carries the fresh values, so retry at once while they
-            # are fresh; only after several lost races back off (jittered) and read
-            # again, which lets the competing writers drain.
-            to_read = []
-            if attempt % _RETRIES_BEFORE_BACKOFF == 0:
-                ceiling = min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2**attempt)
-                time.sleep(random.uniform(0, ceiling))
-                to_read = pending
-        duplicates = sum(plan.outcome == "duplicate" for plan in plans)
-        self._add(batches_deduplicated=duplicates, batches_applied=len(plans) - duplicates)
+        registered_now = set(register.args[1:]) if register is not None else set()
+        pending, attempt, fresh_agents = plans, 0, []
+        now = repr(time.time())
+        try:
+            while pending:
+                calls = [self._write_call(scripts, batch_id, plan, now) for plan in pending]
+                if register is not None:
+                    calls.append(register)
+                replies = self._run_scripts("merge", calls)
+                if register is not None:
+                    self._settle_register(register, replies[-1])
+                    register = None
+                retry = []
+                for plan, reply in zip(pending, replies[: len(pending)], strict=True):
+                    status, problems, fresh, conflicts = reply
+                    self._report_problems(plan.keys, problems)
+                    if fresh and plan.agent_id not in registered_now:
+                        fresh_agents.append(plan.agent_id)
+                    if status == 2:
+                        self._take_conflicts(plan, conflicts)
+                        retry.append(plan)
+                    else:
+                        self._settle(plan, status, now)
+                pending = retry
+                if pending:
+                    attempt += 1
+                    self._add(merge_retries=len(pending))
+                    if attempt >= _MAX_MERGE_ATTEMPTS:
+                        raise MergeContentionError(
+                            f"merge of batch {batch_id!r} kept finding its own shards changed "
+                            f"for {len(pending)} agent(s) at {self._url}; retry it later"
+                        )
+        except StoreUnavailableError:
+            # Applied or not is unknown: what this process believes its shards hold
+            # is no longer certain, so the next write checks against the server.
+            for plan in plans:
+                if plan.outcome is None:
+                    self._distrust_own(plan.agent_id)
+            raise
+        self._register_again(fresh_agents)
+        # Counted per agent, by what the scripts say they did (not what was attempted).
+        outcomes = [plan.outcome for plan in plans]
+        duplicates = outcomes.count("duplicate")
+        self._add(
+            batches_deduplicated=duplicates,
+            batches_applied=outcomes.count("applied"),
+            batches_skipped=outcomes.count("skipped"),
+        )
         return duplicates < len(plans)
 
     def close(self) -> None:
@@ -481,6 +637,19 @@ class RedisStore(Store):
             client.close()
 
     # -- merge internals -------------------------------------------------------------------
+
+    def _merge_keys(self, agent_id: str) -> list[str]:
+        return [
+            self._keys.meta(agent_id),
+            self._keys.batches(agent_id),
+            self._keys.writers(agent_id),
+            *(self._keys.shard(agent_id, name, self._writer) for name in self._keys.learner_names),
+            *(self._keys.learned(agent_id, name) for name in self._keys.learner_names),
+        ]
+
+    def _learner_index(self, learner: str) -> int | None:
+        names = self._keys.learner_names
+        return names.index(learner) if learner in names else None
 
     def _plan_merge(self, deltas: Sequence[AgentDelta]) -> list[_AgentMerge]:
         positions = {name: i for i, name in enumerate(self._keys.learner_names)}
@@ -498,7 +667,7 @@ class RedisStore(Store):
             if plan is None:
                 plan = _AgentMerge(
                     agent_id=delta.agent_id,
-                    keys=self._keys.agent_keys(delta.agent_id),
+                    keys=self._merge_keys(delta.agent_id),
                     deltas=[{} for _ in self._keys.learner_names],
                 )
                 plans[delta.agent_id] = plan
@@ -508,95 +677,242 @@ class RedisStore(Store):
                 target[field_key] = value if earlier is None else earlier.merge(value)
         return list(plans.values())
 
-    def _read_for_merge(self, scripts: _Scripts, batch_id: str, plans: list[_AgentMerge]) -> None:
-        calls = []
-        for plan in plans:
-            args: list[Any] = [batch_id, STORE_SCHEMA_VERSION, self._mode]
-            for fields in plan.deltas:
-                args.append(len(fields))
-                args.extend(fields)
-            calls.append(_ScriptCall(scripts.merge_read, plan.keys, args))
-        for plan, reply in zip(plans, self._run_scripts("merge", calls), strict=True):
-            status = reply[0]
-            if status == 1:
-                plan.outcome = "duplicate"
-            elif status == 3:
-                self._report_problems(plan.keys, reply[1])
-                plan.outcome = "skipped"
-            else:
-                plan.stored.clear()
-                plan.prepared.clear()
-                values = iter(reply[1:])
-                for index, fields in enumerate(plan.deltas):
-                    for field_key in fields:
-                        plan.stored[(index, field_key)] = next(values)
-
-    def _write_call(self, scripts: _Scripts, batch_id: str, plan: _AgentMerge) -> _ScriptCall:
+    def _write_call(
+        self, scripts: _Scripts, batch_id: str, plan: _AgentMerge, now: str
+    ) -> _ScriptCall:
         args: list[Any] = [
             batch_id,
             STORE_SCHEMA_VERSION,
             self._mode,
-            time.time(),
+            now,
             _BATCH_IDS_KEPT,
+            self._writer,
+            self._stamp(plan),
         ]
         for index, fields in enumerate(plan.deltas):
             triples: list[Any] = []
             for field_key in fields:
                 prepared = self._prepare_field(plan, index, field_key)
                 if prepared is not None:
-                    triples += [field_key, *prepared]
+                    triples += [field_key, prepared[0], prepared[1]]
             args.append(len(triples) // 3)
             args.extend(triples)
-        return _ScriptCall(scripts.merge_write, plan.keys, args)
+        return _ScriptCall(scripts.merge_shard, plan.keys, args)
+
+    def _stamp(self, plan: _AgentMerge) -> str:
+        """This writer's last write time when its cached shard is exact, else ''."""
+        own = self._own.get(plan.agent_id)
+        if own is None or not own.complete or plan.current:
+            return ""  # per-field checks: something may have changed behind our back
+        return own.last_write
 
     def _prepare_field(
         self, plan: _AgentMerge, index: int, field_key: str
-    ) -> tuple[str, bytes] | None:
-        """(digest of the stored value, merged value), or None to leave the field alone."""
+    ) -> tuple[str, bytes, Mergeable] | None:
+        """(SHA-1 of the value it replaces, merged bytes, merged value), or None to skip."""
         slot = (index, field_key)
         if slot in plan.prepared:
             return plan.prepared[slot]
         delta = plan.deltas[index][field_key]
-        stored = plan.stored.get(slot)
-        prepared: tuple[str, bytes] | None
-        if stored is None:
-            prepared = ("", delta.to_bytes())
+        known = plan.current.get(slot)
+        if known is None:
+            own = self._own.get(plan.agent_id)
+            known = own.fields.get(slot, ("", None)) if own is not None else ("", None)
+        digest, current = known
+        prepared: tuple[str, bytes, Mergeable] | None
+        if current is _UNUSABLE:
+            # replace: overwrite the bad value with the delta; ignore: leave it be.
+            prepared = (digest, delta.to_bytes(), delta) if self._mode == "replace" else None
         else:
-            digest = hashlib.sha1(stored).hexdigest()
-            learner = self._keys.learner_names[index]
-            try:
-                current = self.learners[learner].decode_field(field_key, stored)
-            except ValueError as exc:
-                self._report(
-                    plan.keys[_FIRST_LEARNED + index], "corrupt", f"field {field_key!r}: {exc}"
-                )
-                # replace: overwrite the bad value with the delta; ignore: leave it be.
-                prepared = (digest, delta.to_bytes()) if self._mode == "replace" else None
-            else:
-                prepared = (digest, current.merge(delta).to_bytes())
+            merged = delta if current is None else current.merge(delta)
+            prepared = (digest, merged.to_bytes(), merged)
         plan.prepared[slot] = prepared
         return prepared
 
-    def _settle_write(self, plan: _AgentMerge, reply: list[Any]) -> bool:
-        """Record a write reply; False when the agent must be written again."""
-        status = reply[0]
-        self._report_problems(plan.keys, reply[1])
-        if status == 2:
-            conflicts = reply[2]
-            for key_number, raw_field, current in zip(
-                conflicts[::3], conflicts[1::3], conflicts[2::3], strict=True
-            ):
-                slot = (int(key_number) - 1 - _FIRST_LEARNED, raw_field.decode())
-                plan.stored[slot] = current
-                plan.prepared.pop(slot, None)
-            return False
+    def _take_conflicts(self, plan: _AgentMerge, conflicts: Sequence[Any]) -> None:
+        """The server's current values, for fields whose last write this process missed."""
+        own = self._own.get(plan.agent_id)
+        if own is not None:
+            own.complete = False  # its other cached fields may be stale too
+        for key_number, raw_field, stored in zip(
+            conflicts[::3], conflicts[1::3], conflicts[2::3], strict=True
+        ):
+            index = int(key_number) - 1 - _FIRST_SHARD
+            field_key = _text(raw_field)
+            slot = (index, field_key)
+            plan.prepared.pop(slot, None)
+            if stored is None:
+                plan.current[slot] = ("", None)
+                continue
+            digest = hashlib.sha1(stored).hexdigest()
+            learner = self._keys.learner_names[index]
+            try:
+                value: Any = self.learners[learner].decode_field(field_key, stored)
+            except ValueError as exc:
+                self._report(
+                    plan.keys[int(key_number) - 1], "corrupt", f"field {field_key!r}: {exc}"
+                )
+                value = _UNUSABLE
+            plan.current[slot] = (digest, value)
+
+    def _settle(self, plan: _AgentMerge, status: int, now: str) -> None:
         if status == 1:
             plan.outcome = "applied"
+            own = self._own_for_write(plan.agent_id)
+            own.last_write = now
+            for slot, prepared in plan.prepared.items():
+                if prepared is not None:
+                    own.fields[slot] = (hashlib.sha1(prepared[1]).hexdigest(), prepared[2])
         elif status == 0:
             plan.outcome = "duplicate"
         else:
             plan.outcome = "skipped"
-        return True
+
+    # -- this writer's shards ------------------------------------------------------------
+
+    def _check_process(self) -> None:
+        """A forked child is another writer: its own id, nothing believed about shards."""
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            self._writer = _new_writer_id()
+            self._own.clear()
+            self._written.clear()
+
+    def _own_for_write(self, agent_id: str) -> _OwnShard:
+        own = self._own.get(agent_id)
+        if own is None:
+            # A shard this writer never wrote is empty: nothing to read back.
+            own = _OwnShard(complete=agent_id not in self._written)
+            self._own[agent_id] = own
+            self._written.add(agent_id)
+            while len(self._own) > _OWN_AGENTS_CACHED:
+                self._own.popitem(last=False)
+        self._own.move_to_end(agent_id)
+        return own
+
+    def _distrust_own(self, agent_id: str) -> None:
+        self._own.pop(agent_id, None)
+        self._written.add(agent_id)  # whatever is rebuilt later is known to be partial
+
+    def _own_view(self, agent_id: str, listed: Mapping[str, str]) -> _OwnShard | None:
+        """This writer's cached shard when it is exactly what Redis holds, else None."""
+        own = self._own.get(agent_id)
+        if own is None:
+            return None
+        if not own.complete or listed.get(self._writer, "") != own.last_write:
+            # Folded away or written behind our back: read it like any other shard.
+            self._distrust_own(agent_id)
+            return None
+        return own
+
+    # -- bounded reads -------------------------------------------------------------------
+
+    def _list_writers(self, scripts: _Scripts, agent_id: str) -> tuple[dict[str, str], int] | None:
+        keys = [self._keys.meta(agent_id), self._keys.writers(agent_id)]
+        call = _ScriptCall(scripts.list_writers, keys, [STORE_SCHEMA_VERSION, _MAX_WRITERS_LISTED])
+        readable, problems, items, version = self._run_scripts("load_fields", [call])[0]
+        self._report_problems(keys, problems)
+        if not readable:
+            return None
+        listed = {_text(w): _text(t) for w, t in zip(items[::2], items[1::2], strict=True)}
+        return listed, int(version)
+
+    def _read_hashes(
+        self, scripts: _Scripts, agent_id: str, keys: Sequence[str]
+    ) -> dict[str, dict[str, bytes]] | None:
+        """Every field of each hash, chunk by chunk; None when the agent is over the limits."""
+        meta = self._keys.meta(agent_id)
+        values: dict[str, dict[str, bytes]] = {key: {} for key in keys}
+        cursors = dict.fromkeys(keys, "0")
+        deferred: dict[str, list[str]] = {key: [] for key in keys}
+        active = list(keys)
+        total = 0
+        while active:
+            calls = []
+            for key in active:
+                args: list[Any] = [
+                    STORE_SCHEMA_VERSION,
+                    cursors[key],
+                    _SCAN_COUNT,
+                    _MAX_VALUE_BYTES,
+                    _MAX_CALL_BYTES,
+                ]
+                if deferred[key]:
+                    args += deferred[key][:_SCAN_COUNT]
+                    del deferred[key][:_SCAN_COUNT]
+                calls.append(_ScriptCall(scripts.load_chunk, [meta, key], args))
+            still: list[str] = []
+            for key, call, reply in zip(
+                active, calls, self._run_scripts("load_fields", calls), strict=True
+            ):
+                readable, problems, cursor, pairs, later = reply
+                self._report_problems(call.keys, problems)
+                if not readable:
+                    values[key] = {}
+                    continue
+                scanning = len(call.args) == 5
+                if scanning:
+                    cursors[key] = _text(cursor)
+                deferred[key] += [_text(name) for name in later]
+                for raw_field, data in zip(pairs[::2], pairs[1::2], strict=True):
+                    values[key][_text(raw_field)] = data
+                    total += len(data)
+                if deferred[key] or (scanning and cursors[key] != "0"):
+                    still.append(key)
+            fields = sum(len(v) for v in values.values())
+            if total > _MAX_AGENT_BYTES or fields > _MAX_AGENT_FIELDS:
+                self._report(
+                    meta,
+                    "oversized",
+                    f"learned state over {_MAX_AGENT_BYTES} bytes or {_MAX_AGENT_FIELDS} fields",
+                )
+                return None
+            active = still
+        return values
+
+    def _fold_departed(
+        self,
+        scripts: _Scripts,
+        agent_id: str,
+        learner: str,
+        listed: Mapping[str, str],
+        raw: Mapping[str, Mapping[str, bytes]],
+        decoded: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        """Fold (at most) one writer that stopped writing into the base, from values just read."""
+        cutoff = time.time() - self._writer_idle
+        base_key = self._keys.learned(agent_id, learner)
+        for writer, last in listed.items():
+            shard_key = self._keys.shard(agent_id, learner, writer)
+            if writer == self._writer or shard_key not in raw or not _older(last, cutoff):
+                continue
+            base_raw, base_values = raw[base_key], decoded[base_key]
+            shard_raw, shard_values = raw[shard_key], decoded[shard_key]
+            if len(shard_values) != len(shard_raw):
+                return  # a corrupt field: leave the shard for on_bad_data, never drop data
+            quads: list[Any] = []
+            for field_key, value in shard_values.items():
+                earlier = base_values.get(field_key)
+                if field_key in base_raw and earlier is None:
+                    return  # the base value is corrupt: do not overwrite it here
+                merged = value if earlier is None else earlier.merge(value)
+                old = base_raw.get(field_key)
+                quads += [
+                    field_key,
+                    hashlib.sha1(old).hexdigest() if old is not None else "",
+                    hashlib.sha1(shard_raw[field_key]).hexdigest(),
+                    merged.to_bytes(),
+                ]
+            keys = [self._keys.meta(agent_id), self._keys.writers(agent_id), base_key, shard_key]
+            seen = last
+            for first in range(0, max(len(quads), 1), 4 * _FOLD_CHUNK):
+                chunk = quads[first : first + 4 * _FOLD_CHUNK]
+                call = _ScriptCall(scripts.fold_shard, keys, [writer, seen, *chunk])
+                if not self._run_scripts("fold", [call])[0][0]:
+                    return  # it changed meanwhile: a later read tries again
+                seen += "+"
+            self._add(shards_folded=1)
+            return
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -611,17 +927,59 @@ class RedisStore(Store):
 
     def _register_call(self, scripts: _Scripts, agent_ids: Iterable[str]) -> _ScriptCall | None:
         """Add agents this store has not registered yet to the registry set, or None."""
+        if time.monotonic() - self._registry_checked >= _REGISTRY_RECHECK_SECONDS:
+            self._forget_registrations()
         new = [agent for agent in dict.fromkeys(agent_ids) if agent not in self._registered]
         if not new:
             return None
         return _ScriptCall(scripts.register_agents, [self._keys.registry], [self._mode, *new])
 
     def _settle_register(self, call: _ScriptCall, reply: list[Any]) -> None:
-        written, problems = reply
+        written, problems, existed = reply
         self._report_problems(call.keys, problems)
-        if written:
-            with self._stats_lock:
-                self._registered.update(call.args[1:])
+        if not written:
+            return
+        agents = call.args[1:]
+        with self._stats_lock:
+            self._registered.update(agents)
+            self._ever_registered.update(agents)
+            self._registry_checked = time.monotonic()
+            self._counters["agents_registered"] += len(agents)
+            lost = [] if existed else sorted(self._ever_registered.difference(agents))
+        if lost:
+            # The registry vanished (flush, empty restart, failover): every agent this
+            # store wrote before whose keys survived is listed again.
+            self._add(registry_rebuilds=1)
+            survivors = self._still_stored(lost)
+            if survivors:
+                scripts = self._ensure_scripts("register")
+                rebuild = _ScriptCall(scripts.register_agents, call.keys, [self._mode, *survivors])
+                self._settle_register(rebuild, self._run_scripts("register", [rebuild])[0])
+
+    def _still_stored(self, agent_ids: Sequence[str]) -> list[str]:
+        """The agents whose meta hash exists (a rare check: redis-py routes it)."""
+        client = self._client_for("register")
+        pipe = client.pipeline()
+        for agent_id in agent_ids:
+            pipe.exists(self._keys.meta(agent_id))
+        found = self._execute("register", pipe, len(agent_ids))
+        return [agent for agent, exists in zip(agent_ids, found, strict=True) if exists == 1]
+
+    def _register_again(self, agent_ids: Iterable[str]) -> None:
+        """Register agents whose keys vanished (their registry entry may be gone too)."""
+        agents = [agent for agent in agent_ids if agent in self._registered]
+        if not agents:
+            return
+        with self._stats_lock:
+            self._registered.difference_update(agents)
+        call = self._register_call(self._ensure_scripts("register"), agents)
+        if call is not None:
+            self._settle_register(call, self._run_scripts("register", [call])[0])
+
+    def _forget_registrations(self) -> None:
+        with self._stats_lock:
+            self._registered.clear()
+            self._registry_checked = time.monotonic()
 
     def _client_for(self, operation: str) -> RedisClient:
         client = self._client
@@ -634,6 +992,8 @@ class RedisStore(Store):
                     self._scripts = _Scripts(client)
                 except (RedisError, RedisClusterException, OSError) as exc:
                     raise self._unavailable(operation, exc) from exc
+                except ValueError as exc:  # redis-py parses the URL here
+                    raise ValueError(self._scrub(f"invalid Redis URL {self._url}: {exc}")) from None
                 self._client = client
             return self._client
 
@@ -647,40 +1007,125 @@ class RedisStore(Store):
         """Run script calls in one pipeline per server; reload scripts a server lacks."""
         client = self._client_for(operation)
         if not isinstance(client, RedisCluster):
-            return self._run_pipeline(operation, client, calls)
-        # A cluster pipeline asks the server for the keys of every EVALSHA (one more
-        # command each), so calls are grouped by the node owning their hash tag and
-        # sent as plain pipelines to that node.
-        by_node: dict[str, tuple[Any, list[int]]] = {}
-        for i, call in enumerate(calls):
-            node = client.get_node_from_key(call.keys[0])  # type: ignore[no-untyped-call]
-            by_node.setdefault(node.name, (node, []))[1].append(i)
-        results: list[Any] = [None] * len(calls)
-        for node, indexes in by_node.values():
-            node_client = client.get_redis_connection(node)
-            replies = self._run_pipeline(operation, node_client, [calls[i] for i in indexes])
-            for i, reply in zip(indexes, replies, strict=True):
-                results[i] = reply
-        return results
+            try:
+                return self._run_pipeline(operation, client, calls)
+            except StoreUnavailableError:
+                self._forget_registrations()  # a restarted server may have lost the registry
+                raise
+        return self._run_on_cluster(operation, client, calls)
 
-    def _run_pipeline(self, operation: str, client: Any, calls: Sequence[_ScriptCall]) -> list[Any]:
+    def _run_on_cluster(
+        self, operation: str, client: RedisCluster, calls: Sequence[_ScriptCall]
+    ) -> list[Any]:
+        """Calls grouped by the node owning their hash tag, followed when slots move.
+
+        A cluster pipeline asks the server for the keys of every EVALSHA (one more
+        command each), so calls go as plain pipelines to the node our slot map names.
+        Because that skips redis-py's own redirect handling, MOVED, ASK, TRYAGAIN,
+        CLUSTERDOWN and lost connections are handled here: the slot map is refreshed
+        and the calls still pending are sent again, until the deadline.
+        """
+        results: list[Any] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        asking: dict[int, Any] = {}  # call index -> node that answered ASK for it
+        deadline = time.monotonic() + self._redirect_deadline
+        attempt = 0
+        while True:
+            retry: list[int] = []
+            refresh = False
+            last_error: BaseException | None = None
+            for node, indexes, ask in self._group_by_node(
+                operation, client, pending, calls, asking
+            ):
+                node_client = client.get_redis_connection(node)
+                try:
+                    replies = self._run_pipeline(
+                        operation, node_client, [calls[i] for i in indexes], asking=ask
+                    )
+                except StoreUnavailableError as exc:
+                    if not isinstance(exc.__cause__, _NODE_TROUBLE):
+                        raise
+                    retry += indexes
+                    refresh, last_error = True, exc
+                    continue
+                for i, reply in zip(indexes, replies, strict=True):
+                    asking.pop(i, None)
+                    if isinstance(reply, MovedError):
+                        retry.append(i)
+                        refresh, last_error = True, reply
+                    elif isinstance(reply, AskError):
+                        asking[i] = client.get_node(reply.host, reply.port)  # type: ignore[no-untyped-call]
+                        retry.append(i)
+                        last_error = reply
+                    elif isinstance(reply, _TRANSIENT_REPLIES):
+                        retry.append(i)
+                        refresh, last_error = isinstance(reply, ClusterDownError), reply
+                    else:
+                        results[i] = reply
+            if not retry:
+                return results
+            self._forget_registrations()  # the registry's node may have changed or restarted
+            attempt += 1
+            self._add(cluster_redirects=len(retry))
+            if time.monotonic() >= deadline:
+                assert last_error is not None
+                raise self._unavailable(operation, last_error) from last_error
+            if refresh:
+                self._refresh_slot_map(client)
+            if attempt > 1 or refresh:
+                time.sleep(min(0.01 * 2**attempt, 0.2, max(deadline - time.monotonic(), 0)))
+            pending = retry
+
+    def _group_by_node(
+        self,
+        operation: str,
+        client: RedisCluster,
+        pending: Sequence[int],
+        calls: Sequence[_ScriptCall],
+        asking: Mapping[int, Any],
+    ) -> list[tuple[Any, list[int], bool]]:
+        groups: dict[tuple[str, bool], tuple[Any, list[int], bool]] = {}
+        for i in pending:
+            node = asking.get(i)
+            if node is None:
+                try:
+                    node = client.get_node_from_key(calls[i].keys[0])  # type: ignore[no-untyped-call]
+                except RedisClusterException as exc:  # slot not covered while the map changes
+                    raise self._unavailable(operation, exc) from exc
+            ask = i in asking
+            groups.setdefault((node.name, ask), (node, [], ask))[1].append(i)
+        return list(groups.values())
+
+    def _refresh_slot_map(self, client: RedisCluster) -> None:
+        self._add(slot_map_refreshes=1)
+        # When no node answers, the next attempt (or the next batch) tries again.
+        with contextlib.suppress(RedisError, RedisClusterException, OSError):
+            client.nodes_manager.initialize()
+
+    def _run_pipeline(
+        self, operation: str, client: Any, calls: Sequence[_ScriptCall], *, asking: bool = False
+    ) -> list[Any]:
+        """One pipeline to one server; redirect replies are returned, other errors raise."""
         results: list[Any] = [None] * len(calls)
         pending = list(range(len(calls)))
         for _ in range(2):
             pipe = client.pipeline(transaction=False)
             for i in pending:
                 call = calls[i]
+                if asking:  # ASKING lets the importing node run the very next command
+                    pipe.execute_command("ASKING")
                 pipe.execute_command(
                     "EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args
                 )
-            replies = self._execute(operation, pipe, len(pending))
+            step = 2 if asking else 1
+            replies = self._execute(operation, pipe, len(pending) * step)[step - 1 :: step]
             missing = []
             for i, reply in zip(pending, replies, strict=True):
                 if isinstance(reply, NoScriptError):
                     missing.append(i)
+                elif isinstance(reply, _REDIRECT_REPLIES):
+                    results[i] = reply  # the cluster router decides what to do
                 elif isinstance(reply, Exception):
-                    # MOVED/ASK while slots migrate land here too: the exporter retries
-                    # the whole batch later, by then with a refreshed slot map.
                     raise self._unavailable(operation, reply) from reply
                 else:
                     results[i] = reply
@@ -726,7 +1171,7 @@ class RedisStore(Store):
 
     def _unavailable(self, operation: str, exc: BaseException) -> StoreUnavailableError:
         detail = self._scrub(f"{type(exc).__name__}: {exc}")
-        if isinstance(exc, AuthenticationError) and not self._secrets:
+        if isinstance(exc, AuthenticationError) and not self._has_password:
             # redis-py's words for this ("HELLO must be called with the client already
             # authenticated...") do not say what is wrong.
             return StoreAuthenticationError(
@@ -740,11 +1185,6 @@ class RedisStore(Store):
                 f"({detail}); check the username and password"
             )
         return StoreUnavailableError(f"Redis at {self._url} failed during {operation}: {detail}")
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
 
     def _report_problems(self, keys: Sequence[str], problems: Sequence[Any]) -> None:
         for key_number, reason, detail in problems:
@@ -787,6 +1227,18 @@ def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
+def _new_writer_id() -> str:
+    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def _older(last_write: str, cutoff: float) -> bool:
+    """True when a writer's listed last write (a time, maybe with fold marks) is before cutoff."""
+    try:
+        return float(last_write.rstrip("+")) < cutoff
+    except ValueError:
+        return False  # not ours to judge: never fold on garbage
+
+
 def _split_cluster_option(url: str) -> tuple[str, bool]:
     """Remove our ``cluster`` query option (redis-py would reject it).
 
@@ -801,35 +1253,6 @@ def _split_cluster_option(url: str) -> tuple[str, bool]:
     cluster = any(name == "cluster" and value.lower() in _TRUE_WORDS for name, value in pairs)
     kept = urlencode([(name, value) for name, value in pairs if name != "cluster"])
     return base + (f"?{kept}" if kept else "") + has_fragment + fragment, cluster
-
-
-def _url_secrets(url: str) -> tuple[str, ...]:
-    parts = urlsplit(url)
-    secrets = [value for name, value in parse_qsl(parts.query) if name.lower() == "password"]
-    if parts.password:
-        # redis-py unquotes the password, so scrub both spellings.
-        secrets += [parts.password, unquote(parts.password)]
-    return tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
-
-
-def _mask_url(url: str) -> str:
-    """The URL with any password (userinfo or ``?password=``) replaced by ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user, has_password, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{hostport}" if has_password else f"{user}@{hostport}"
-    query = [
-        (name, "***" if name.lower() == "password" else value)
-        for name, value in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    masked = urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
-    # urlunsplit drops the "//" of a URL with no host (unix:///path): put it back.
-    scheme = f"{parts.scheme}:"
-    if masked.startswith(scheme) and not masked.startswith(f"{scheme}//"):
-        masked = f"{scheme}//{masked[len(scheme):]}"
-    return masked
 
 
 def _describe_client(client: RedisClient) -> tuple[str, tuple[str, ...]]:
