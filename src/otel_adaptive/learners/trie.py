@@ -624,6 +624,10 @@ class PredictionTrieLearner(Learner):
         self._field_cache[agent_id] = current
         return TrieView(agent_id, self._build_tree(current.values()))
 
+    def document(self, agent_id: str, fields: Fields) -> dict[str, Any] | None:
+        """The trie's JSON wire format (design §5.1); None before any LLM call."""
+        return self.envelope(agent_id, fields)
+
     def envelope(
         self, agent_id: str, fields: Fields, generated_at: datetime | None = None
     ) -> dict[str, Any] | None:

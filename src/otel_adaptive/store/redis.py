@@ -342,9 +342,9 @@ class RedisStore(Store):
             f"key_prefix={self._keys.prefix!r})"
         )
 
-    def save_runs(self, runs: Sequence[RunRecord]) -> None:
+    def save_runs(self, runs: Sequence[RunRecord]) -> int:
         if not runs:
-            return
+            return 0
         by_agent: dict[str, list[RunRecord]] = {}
         for run in runs:
             by_agent.setdefault(run.agent_id, []).append(run)
@@ -370,6 +370,7 @@ class RedisStore(Store):
                 saved += len(agent_runs)
                 expired += int(removed)
         self._add(runs_saved=saved, runs_expired=expired)
+        return saved
 
     def list_runs(self, agent_id: str, limit: int | None = None) -> list[RunRecord]:
         if limit is not None and limit < 0:
