@@ -373,7 +373,7 @@ class RunAssembler:
             self._waiting.pop(root.span_id, None)
         if members is None:
             members = list(self._subtree(trace, root))
-        if False:
+        if trace.damaged or root.start_ns < self._damaged_before_ns:
             # Whole runs or nothing: a run that lost events is never stored or learned.
             self.counters.runs_dropped_overload += 1
             self._drop_emitted(trace_id, trace, root, members)
