@@ -209,7 +209,7 @@ class LearnedState:
                 learned = learner.learn(runs)
             except Exception:
                 self._counters.learner_errors += 1
-                self._log.warning(
+                self._log.report(
                     f"learner_{learner.name}", f"otel-adaptive learner {learner.name!r} failed"
                 )
                 continue
@@ -271,7 +271,7 @@ class LearnedState:
             raise  # the whole store is away: the refresh stops here, retried next time
         except Exception:
             self._counters.refresh_errors += 1
-            self._log.warning(
+            self._log.report(
                 "refresh_agent", f"otel-adaptive could not refresh agent {agent_id!r}"
             )
             return False

@@ -15,7 +15,7 @@ LOG_INTERVAL_SECONDS = 10.0
 
 
 class RateLimitedLog:
-    """``warning(kind, ...)`` logs at most once per ``interval`` seconds per kind."""
+    """``report(kind, ...)`` logs a warning at most once per ``interval`` seconds per kind."""
 
     def __init__(self, logger: logging.Logger, interval: float = LOG_INTERVAL_SECONDS) -> None:
         self._logger = logger
@@ -23,7 +23,7 @@ class RateLimitedLog:
         # Kinds are a handful of literals in our own code, so this stays tiny.
         self._last: dict[str, float] = {}
 
-    def warning(self, kind: str, message: str, *, traceback: bool = True) -> None:
+    def report(self, kind: str, message: str, *, traceback: bool = True) -> None:
         now = time.monotonic()
         last = self._last.get(kind)
         if last is not None and now - last < self._interval:

@@ -138,7 +138,7 @@ class StoreWriter:
                 return None
             except Exception:
                 self._counters.runs_unstorable += 1
-                self._log.warning("run_unstorable", f"otel-adaptive could not store run {run.id}")
+                self._log.report("run_unstorable", f"otel-adaptive could not store run {run.id}")
         return written
 
     # --- learned deltas --------------------------------------------------------------------
@@ -153,7 +153,7 @@ class StoreWriter:
                 return
             except Exception:
                 self._counters.batches_unstorable += 1
-                self._log.warning(
+                self._log.report(
                     "batch_unstorable", "otel-adaptive could not store a learned batch"
                 )
             else:
@@ -182,7 +182,7 @@ class StoreWriter:
         self._counters.store_errors += 1
         delay = backoff.failed(now)
         # An unreachable store is expected to happen: one line, no traceback.
-        self._log.warning(
+        self._log.report(
             f"store_unavailable_{what}",
             f"otel-adaptive could not write {what} to its store ({exc}); "
             f"{len(self._runs)} runs and {len(self._deltas)} learned batches wait, "

@@ -174,21 +174,25 @@ class Exporter:
             step(**kwargs)
         except StoreUnavailableError as exc:  # expected during outages; retried later
             self.counters.store_errors += 1
-            self._log.warning(
+            self._log.report(
                 "store_unavailable_read",
                 f"otel-adaptive could not read its store ({exc})",
                 traceback=False,
             )
         except Exception:  # the thread must survive anything
             self.counters.exporter_errors += 1
-            self._log.warning("exporter_step", "otel-adaptive exporter step failed")
+            self._log.report("exporter_step", "otel-adaptive exporter step failed")
 
     def _take_batch(self, flushes: list[FlushRequest]) -> int:
         queue = self._queue
         assembler = self._assembler
+        # Only events queued before the damaged traces are taken: a run whose root ends
+        # in this batch then already knows whether its trace lost an event (the drop
+        # happened before the root's end was queued).
+        available = min(self._config.max_export_batch_size, len(queue))
         self._mark_damaged()
         took = 0
-        for _ in range(self._config.max_export_batch_size):
+        for _ in range(available):
             try:
                 kind, payload = queue.popleft()
             except IndexError:
@@ -206,12 +210,10 @@ class Exporter:
                     break  # answer the flush as soon as what preceded it is handled
             except Exception:
                 self.counters.exporter_errors += 1
-                self._log.warning("assemble", "otel-adaptive could not assemble a span")
+                self._log.report("assemble", "otel-adaptive could not assemble a span")
         return took
 
     def _mark_damaged(self) -> None:
-        # Before the batch: a run whose root ends in it must already know its trace lost
-        # events (the drop happened before the root's end was queued).
         trace_ids, overflowed = self._take_damaged()
         if trace_ids or overflowed:
             self._assembler.mark_damaged(trace_ids, all_in_flight=overflowed)
