@@ -164,6 +164,8 @@ def test_every_variable_is_read_from_the_environment() -> None:
         "OTEL_ADAPTIVE_REFRESH_INTERVAL_SECONDS": "30",
         "OTEL_ADAPTIVE_RETRY_BUFFER_RUNS": "0",
         "OTEL_ADAPTIVE_ON_BAD_DATA": "replace",
+        "OTEL_ADAPTIVE_LEARN_INTERVAL_MILLIS": "200",
+        "OTEL_ADAPTIVE_MAX_AGENTS": "12",
     }
     assert sorted(env) == sorted(VARIABLES)  # this test covers every variable
     config = AdaptiveConfig.from_env(env)
@@ -177,6 +179,8 @@ def test_every_variable_is_read_from_the_environment() -> None:
         "max_export_batch_size": 10,
         "schedule_delay_millis": 250,
         "shutdown_timeout_millis": 0,
+        "learn_interval_millis": 200,
+        "max_agents": 12,
         "run_timeout_seconds": 2.5,
         "max_open_traces": 7,
         "max_calls_per_run": 8,

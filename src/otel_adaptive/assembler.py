@@ -38,6 +38,9 @@ _CALL_KINDS = frozenset({"llm", "tool"})
 _NS_LIMIT = 2**63
 #: Members of emitted runs remembered to recognise spans started under them.
 _REMEMBERED_MEMBERS = 65536
+#: Trace ids remembered as damaged (events lost to a full queue). Forgetting one could
+#: let a partial run through, so overflowing this marks every run in flight instead.
+_REMEMBERED_DAMAGED = 65536
 
 
 @dataclass(slots=True)
@@ -52,6 +55,8 @@ class AssemblerCounters:
     late_spans: int = 0
     duplicate_spans: int = 0
     traces_evicted_capacity: int = 0
+    runs_dropped_overload: int = 0
+    runs_truncated: int = 0
 
 
 @dataclass(slots=True)
@@ -83,6 +88,7 @@ class _Trace:
     nodes: dict[int, _Node] = field(default_factory=dict)
     children: dict[int, list[int]] = field(default_factory=dict)
     last_activity: float = 0.0
+    damaged: bool = False  # lost span events to a full queue: its runs are dropped whole
 
 
 class RunAssembler:
@@ -103,6 +109,10 @@ class RunAssembler:
         # Run root span name at start -> the agent id its run was stored under, for
         # hint lookups that only see the start (identity.alias_key).
         self._aliases: dict[str, str] = {}
+        # Traces that lost events, and a time before which every run root counts as
+        # damaged (set when lost events could not all be attributed to a trace).
+        self._damaged: OrderedDict[int, None] = OrderedDict()
+        self._damaged_before_ns = 0
         self.counters = AssemblerCounters()
 
     # --- public surface used by the exporter ------------------------------------------------
@@ -156,6 +166,24 @@ class RunAssembler:
         if not trace.nodes:
             self._traces.pop(context.trace_id, None)
 
+    def mark_damaged(self, trace_ids: list[int], *, all_in_flight: bool = False) -> None:
+        """Traces that lost span events (a full queue): their runs are dropped whole.
+
+        ``all_in_flight``: events were lost without their trace being known, so every
+        run whose root started before now is treated as damaged.
+        """
+        if all_in_flight:
+            self._damaged_before_ns = time.time_ns()
+        damaged = self._damaged
+        for trace_id in trace_ids:
+            trace = self._traces.get(trace_id)
+            if trace is not None:
+                trace.damaged = True
+            damaged[trace_id] = None
+        if len(damaged) > _REMEMBERED_DAMAGED:
+            damaged.clear()
+            self._damaged_before_ns = time.time_ns()
+
     def take_completed(self) -> list[RunRecord]:
         """Runs completed since the last call."""
         done, self._completed = self._completed, []
@@ -194,7 +222,7 @@ class RunAssembler:
     def _touch(self, trace_id: int) -> _Trace:
         trace = self._traces.get(trace_id)
         if trace is None:
-            trace = self._traces[trace_id] = _Trace()
+            trace = self._traces[trace_id] = _Trace(damaged=trace_id in self._damaged)
             if len(self._traces) > self._config.max_open_traces:
                 oldest = next(iter(self._traces))
                 self.counters.traces_evicted_capacity += 1
@@ -363,6 +391,11 @@ class RunAssembler:
             self._waiting.pop(root.span_id, None)
         if members is None:
             members = list(self._subtree(trace, root))
+        if trace.damaged or root.start_ns < self._damaged_before_ns:
+            # Whole runs or nothing: a run that lost events is never stored or learned.
+            self.counters.runs_dropped_overload += 1
+            self._drop_emitted(trace_id, trace, root, members)
+            return
         calls: list[CallRecord] = []
         nested_in_llm: set[int] = set()
         first_agent: _Node | None = None  # the first agent span beneath the root
@@ -393,6 +426,7 @@ class RunAssembler:
             graph = trace.nodes.get(graph_node.parent_id)
         agent_id = self._agent_id(root, first_agent, graph)
         self._aliases[identity.alias_key(root.start_name)] = agent_id
+        truncated = not all(node.ended for node, _ in members)
         run = RunRecord(
             id=f"{trace_id:032x}-{root.span_id:016x}",
             agent_id=agent_id,
@@ -400,9 +434,16 @@ class RunAssembler:
             start_ns=root.start_ns,
             end_ns=root.end_ns,
             calls=tuple(calls),
+            truncated=truncated,
         )
         self._completed.append(run)
         self.counters.runs_completed += 1
+        self.counters.runs_truncated += truncated
+        self._drop_emitted(trace_id, trace, root, members)
+
+    def _drop_emitted(
+        self, trace_id: int, trace: _Trace, root: _Node, members: list[_Member]
+    ) -> None:
         for ancestor in self._ancestors(trace, root):
             ancestor.contains_run = True
         nodes = [member for member, _ in members]

@@ -4,25 +4,43 @@ The exporter builds a new :class:`AgentPlan` for every agent a batch touched and
 swaps a new mapping in with one assignment. A reader takes the current mapping
 with one attribute read and keeps using it, so it can never see a plan that is
 half updated, and it never waits for the exporter.
+
+Plans hold each learner's view under the learner's name; the cache knows no
+concrete learner.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
-from otel_adaptive.learners.parallelism import ExecutionPlan
-from otel_adaptive.learners.trie import TrieView
+#: Names under which the built-in learners publish their views.
+TRIE_VIEW = "trie"
+PLAN_VIEW = "tool_parallelism"
 
 
 @dataclass(frozen=True, slots=True)
 class AgentPlan:
-    """What is known about one agent: its prediction trie and its execution plan."""
+    """What is known about one agent: each learner's view, by learner name."""
 
     agent_id: str
-    trie: TrieView | None
-    plan: ExecutionPlan | None
+    views: Mapping[str, Any] = field(default_factory=dict)
+
+    def view(self, learner: str) -> Any:
+        """The view the named learner built, or None."""
+        return self.views.get(learner)
+
+    @property
+    def trie(self) -> Any:
+        """The prediction trie's view (a ``TrieView``), or None."""
+        return self.views.get(TRIE_VIEW)
+
+    @property
+    def plan(self) -> Any:
+        """The tool-parallelism view (an ``ExecutionPlan``), or None."""
+        return self.views.get(PLAN_VIEW)
 
 
 _EMPTY: Mapping[str, AgentPlan] = MappingProxyType({})
@@ -49,6 +67,9 @@ class PlanCache:
     def version(self) -> int:
         """Incremented on every publish; lets tests and tools wait for fresh data."""
         return self._version
+
+    def __len__(self) -> int:
+        return len(self._plans)
 
     def get(self, agent_id: str) -> AgentPlan | None:
         """The agent's current plan (hot path: one attribute read and one lookup)."""
@@ -77,4 +98,15 @@ class PlanCache:
             merged = dict(self._plans)
             merged.update(updated)
             self._plans = MappingProxyType(merged)
+        self._version += 1
+
+    def retract(self, agent_ids: Iterable[str]) -> None:
+        """Stop serving some agents (their state was evicted); exporter thread only."""
+        gone = [agent for agent in agent_ids if agent in self._plans]
+        if not gone:
+            return
+        kept = dict(self._plans)
+        for agent in gone:
+            del kept[agent]
+        self._plans = MappingProxyType(kept)
         self._version += 1

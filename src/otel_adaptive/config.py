@@ -61,6 +61,13 @@ class AdaptiveConfig:
     """Longest wait between two exporter batches."""
     shutdown_timeout_millis: int = 30000
     """How long ``shutdown()`` may spend flushing before it gives up (and reports what was lost)."""
+    learn_interval_millis: int = 1000
+    """Completed runs are learned and written together once per interval: each learned
+    field is merged and each agent's delta written once per interval (hints lag by up to
+    this long; ``force_flush`` learns at once)."""
+    max_agents: int = 1000
+    """Agents learned per process (and kept by the in-memory store); beyond it idle agents
+    make room, else new agents are not learned (``agents_over_limit``)."""
 
     run_timeout_seconds: float = 300.0
     """Open runs with no activity for this long are evicted (and counted)."""
@@ -411,6 +418,8 @@ def _build_specs() -> tuple[_Spec, ...]:
         "max_export_batch_size": ("int", 1, ()),
         "schedule_delay_millis": ("int", 1, ()),
         "shutdown_timeout_millis": ("int", 0, ()),
+        "learn_interval_millis": ("int", 1, ()),
+        "max_agents": ("int", 1, ()),
         "run_timeout_seconds": ("float", 0.001, ()),
         "max_open_traces": ("int", 1, ()),
         "run_grace_seconds": ("float", 0, ()),

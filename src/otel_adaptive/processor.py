@@ -34,6 +34,9 @@ _logger = logging.getLogger(__name__)
 
 #: Open spans tracked for hints, per open trace allowed by the config.
 _LIVE_SPANS_PER_TRACE = 16
+#: Trace ids remembered between two exporter batches as having lost an event; beyond
+#: it the exporter treats every run in flight as damaged (whole runs or nothing).
+_MAX_DAMAGED_TRACES = 4096
 
 
 class AdaptiveSpanProcessor(SpanProcessor):
@@ -72,6 +75,10 @@ class AdaptiveSpanProcessor(SpanProcessor):
         self._batch_size = config.max_export_batch_size
         self._drop_lock = threading.Lock()
         self._dropped = [0, 0]  # starts, ends
+        self._after_shutdown = 0
+        # Traces that lost an event to a full queue since the exporter last looked.
+        self._damaged: dict[int, None] = {}
+        self._damage_overflow = False
         self._hot_errors = 0
         self._shutdown = False
         self._live = LiveSpans(
@@ -108,6 +115,7 @@ class AdaptiveSpanProcessor(SpanProcessor):
             list(self._learners.values()),
             self._cache,
             self._live.forget,
+            self._take_damaged,
             per_run_batches=self._per_run_batches,
         )
         self._wake = self._exporter.wake_event
@@ -153,13 +161,36 @@ class AdaptiveSpanProcessor(SpanProcessor):
 
     def _enqueue(self, kind: int, span: ReadableSpan) -> None:
         queue = self._queue
-        if len(queue) >= self._max_queue:
-            with self._drop_lock:  # rare path: exact counting matters more than speed
-                self._dropped[kind] += 1
+        if len(queue) >= self._max_queue or self._shutdown:
+            self._drop(kind, span)
             return
         queue.append((kind, span))
         if len(queue) >= self._batch_size and not self._wake.is_set():
             self._wake.set()
+
+    def _drop(self, kind: int, span: ReadableSpan) -> None:
+        """The rare path: count the event and remember its trace, so its runs go whole."""
+        with self._drop_lock:  # exact counting matters more than speed here
+            if self._shutdown:
+                self._after_shutdown += 1
+                return
+            self._dropped[kind] += 1
+            context = span.context
+            if context is None:
+                return
+            if len(self._damaged) < _MAX_DAMAGED_TRACES:
+                self._damaged[context.trace_id] = None
+            else:
+                self._damage_overflow = True
+
+    def _take_damaged(self) -> tuple[list[int], bool]:
+        """For the exporter: traces that lost events since the last call (O(1) if none)."""
+        if not self._damaged and not self._damage_overflow:
+            return [], False
+        with self._drop_lock:
+            damaged, self._damaged = self._damaged, {}
+            overflowed, self._damage_overflow = self._damage_overflow, False
+        return list(damaged), overflowed
 
     def _count_hot_error(self) -> None:
         with self._drop_lock:
@@ -243,6 +274,7 @@ class AdaptiveSpanProcessor(SpanProcessor):
         """Counters of what the processor did; see ``docs/operations.md``."""
         values = self._exporter.stats()
         values["events_dropped"] = sum(self._dropped)
+        values["spans_after_shutdown"] = self._after_shutdown
         # Every span the SDK handed us is in exactly one place: seen, queued or dropped.
         queued = [kind for kind, _ in list(self._queue)]
         values["spans_started"] += queued.count(SPAN_STARTED) + self._dropped[SPAN_STARTED]

@@ -74,7 +74,9 @@ class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
     """One completed agent run: the LLM and tool calls under one run root.
 
     ``id`` is derived from the trace id and the run root's span id, so storing
-    the same run twice (a retried write) is idempotent.
+    the same run twice (a retried write) is idempotent. ``truncated`` marks a run
+    stored with spans still open beneath it (its grace time ran out): it is kept
+    for inspection and never learned from.
     """
 
     id: str
@@ -83,6 +85,7 @@ class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
     start_ns: int
     end_ns: int
     calls: tuple[CallRecord, ...]
+    truncated: bool = False
     schema_version: int = RUN_SCHEMA_VERSION
 
     def llm_calls(self) -> list[CallRecord]:

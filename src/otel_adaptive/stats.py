@@ -13,13 +13,26 @@ Measured on fastdigest 0.12, the t-digest alone is not bit-exact there: it
 differs from numpy in the last bits for many inputs (and by more after some
 merges of small integer data), so it only takes over beyond that size, where
 percentiles are estimates anyway.
+
+Stored form (:meth:`RunningStats.to_bytes`, format 2): a version byte, a fixed
+header (kind, count, mean, M2, min, max), then either the sorted samples as
+little-endian doubles or fastdigest's own binary digest, then a CRC-32. Both
+payloads are converted by native code (``array``, ``TDigest.from_bytes``) and
+checked with builtins over whole sequences, never a Python loop per value. A
+field is at most ``41 + 8 * EXACT_SAMPLE_LIMIT`` bytes while exact (841 B) and
+about ``80 + 16 * MAX_CENTROIDS`` bytes as a digest (~1.7 KB), whatever the
+number of values it summarises. Format 1 (msgpack, written by earlier releases)
+still decodes; new data is always written in format 2.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import struct
+import sys
 import zlib
+from array import array
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,8 +49,13 @@ EXACT_SAMPLE_LIMIT = MAX_CENTROIDS
 #: squared deviations (M2) can never overflow to infinity.
 MAX_MAGNITUDE = 1e100
 
-_FORMAT_VERSION = 1
+_LEGACY_FORMAT_VERSION = 1  # msgpack body: still read, no longer written
+_FORMAT_VERSION = 2
 _CRC_SIZE = 4
+# Format 2 header after the version byte: kind, count, mean, m2, min, max.
+_HEADER = struct.Struct("<Bqdddd")
+_KIND_EMPTY, _KIND_EXACT, _KIND_DIGEST = 0, 1, 2
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 class _DigestState(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -280,13 +298,25 @@ class RunningStats:
     # --- serialisation ----------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """Compact lossless encoding: version byte, msgpack body, CRC-32."""
-        body = bytes((_FORMAT_VERSION,)) + _MSGPACK_ENCODER.encode(self._state())
+        """Compact lossless encoding (format 2, see the module docstring)."""
+        if self._count == 0:
+            header = _HEADER.pack(_KIND_EMPTY, 0, 0.0, 0.0, 0.0, 0.0)
+            payload = b""
+        else:
+            assert self._min is not None and self._max is not None
+            kind = _KIND_EXACT if self._digest is None else _KIND_DIGEST
+            header = _HEADER.pack(kind, self._count, self._mean, self._m2, self._min, self._max)
+            if self._digest is None:
+                assert self._samples is not None
+                payload = _doubles_to_bytes(self._samples)
+            else:
+                payload = self._digest.to_bytes()
+        body = bytes((_FORMAT_VERSION,)) + header + payload
         return body + zlib.crc32(body).to_bytes(_CRC_SIZE, "little")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RunningStats:
-        """Decode :meth:`to_bytes` output; raises ``ValueError`` on anything else."""
+        """Decode :meth:`to_bytes` output (format 2 or 1); ``ValueError`` on anything else."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ValueError(f"expected bytes, got {type(data).__name__}")
         raw = bytes(data)
@@ -295,7 +325,9 @@ class RunningStats:
         body, crc = raw[:-_CRC_SIZE], raw[-_CRC_SIZE:]
         if zlib.crc32(body).to_bytes(_CRC_SIZE, "little") != crc:
             raise ValueError("running stats: checksum mismatch (corrupt data)")
-        if body[0] != _FORMAT_VERSION:
+        if body[0] == _FORMAT_VERSION:
+            return _decode_binary(body)
+        if body[0] != _LEGACY_FORMAT_VERSION:
             raise ValueError(f"running stats: unsupported format version {body[0]}")
         try:
             state = _MSGPACK_DECODER.decode(body[1:])
@@ -331,7 +363,7 @@ class RunningStats:
                 centroids=sketch.centroids,
             )
         return _State(
-            version=_FORMAT_VERSION,
+            version=_LEGACY_FORMAT_VERSION,
             count=self._count,
             mean=self._mean,
             m2=self._m2,
@@ -361,7 +393,7 @@ class RunningStats:
 
 def _check_state(state: _State) -> None:
     """Reject states that no RunningStats could have produced."""
-    if state.version != _FORMAT_VERSION:
+    if state.version != _LEGACY_FORMAT_VERSION:
         raise ValueError(f"running stats: unsupported format version {state.version}")
     count = state.count
     if count < 0:
@@ -426,6 +458,83 @@ def _check_digest(state: _State, low: float, high: float) -> None:
         raise ValueError("running stats: digest weights disagree with count")
     if not math.isfinite(digest.sum):
         raise ValueError("running stats: digest sum must be finite")
+
+
+def _doubles_to_bytes(values: tuple[float, ...]) -> bytes:
+    packed = array("d", values)
+    if not _LITTLE_ENDIAN:
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _doubles_from_bytes(data: bytes) -> tuple[float, ...]:
+    if len(data) % 8:
+        raise ValueError("running stats: sample payload is not a whole number of doubles")
+    unpacked = array("d")
+    unpacked.frombytes(data)
+    if not _LITTLE_ENDIAN:
+        unpacked.byteswap()
+    return tuple(unpacked)
+
+
+def _decode_binary(body: bytes) -> RunningStats:
+    """Decode a format-2 body (version byte included, checksum already verified)."""
+    end = 1 + _HEADER.size
+    if len(body) < end:
+        raise ValueError("running stats: header too short")
+    kind, count, mean, m2, low, high = _HEADER.unpack_from(body, 1)
+    payload = body[end:]
+    if kind == _KIND_EMPTY:
+        if (count, mean, m2, low, high) != (0, 0.0, 0.0, 0.0, 0.0) or payload:
+            raise ValueError("running stats: empty summary with values")
+        return _EMPTY
+    if not (math.isfinite(mean) and math.isfinite(m2)) or m2 < 0:
+        raise ValueError("running stats: mean/m2 must be finite and m2 non-negative")
+    if count < 1 or not (_accepts(low) and _accepts(high) and low <= high):
+        raise ValueError("running stats: invalid count or min/max")
+    if kind == _KIND_EXACT:
+        if count > EXACT_SAMPLE_LIMIT:
+            raise ValueError("running stats: exact summary beyond the exact range")
+        samples = _doubles_from_bytes(payload)
+        if len(samples) != count or samples[0] != low or samples[-1] != high:
+            raise ValueError("running stats: samples disagree with count or min/max")
+        if not math.isfinite(sum(samples)) or list(samples) != sorted(samples):
+            raise ValueError("running stats: samples must be sorted finite values")
+        return RunningStats(
+            count=count, mean=mean, m2=m2, minimum=low, maximum=high, samples=samples
+        )
+    if kind != _KIND_DIGEST or count <= EXACT_SAMPLE_LIMIT:
+        raise ValueError("running stats: unknown kind or digest within the exact range")
+    try:
+        digest = TDigest.from_bytes(payload)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"running stats: bad digest: {exc}") from exc
+    _check_native_digest(digest, count, low, high)
+    return RunningStats(count=count, mean=mean, m2=m2, minimum=low, maximum=high, digest=digest)
+
+
+def _check_native_digest(digest: TDigest, count: int, low: float, high: float) -> None:
+    """The same checks as for a format-1 digest, on a natively decoded one."""
+    if digest.max_centroids != MAX_CENTROIDS or digest.n_values != count:
+        raise ValueError("running stats: digest size or budget mismatch")
+    if digest.min() != low or digest.max() != high or digest.mass() != float(count):
+        raise ValueError("running stats: digest disagrees with count or min/max")
+    centroids = digest.centroids
+    # A merge may leave up to twice the budget before compression (format 1 did too).
+    if not 0 < len(centroids) <= 2 * MAX_CENTROIDS or not math.isfinite(digest.sum()):
+        raise ValueError("running stats: invalid digest size or sum")
+    means, weights = zip(*centroids, strict=True)
+    slack = (abs(low) + abs(high)) * 1e-12 + 1e-300
+    if (
+        not math.isfinite(sum(means))
+        or min(means) < low - slack
+        or max(means) > high + slack
+        or (list(means) != sorted(means) and not _nearly_sorted(list(means), slack))
+        or not min(weights) > 0.0
+        or max(weights) > count
+        or not math.isclose(sum(weights), float(count), rel_tol=1e-12)
+    ):
+        raise ValueError("running stats: invalid digest centroid")
 
 
 def _canonical(digest: TDigest) -> TDigest:

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,10 +82,14 @@ class _CountingStore(Store):
         describe = getattr(self._inner, "describe", None)
         return dict(describe()) if callable(describe) else {"kind": type(self._inner).__name__}
 
-    def save_runs(self, runs: Sequence[RunRecord]) -> None:
-        self._inner.save_runs(runs)
+    def save_runs(self, runs: Sequence[RunRecord]) -> int:
+        written = self._inner.save_runs(runs)
         for run in runs:  # after the write: a failed write is retried, and counted then
             self._saved.setdefault(run.agent_id, set()).add(run.id)
+        return written
+
+    def agent_versions(self) -> Mapping[str, int | None]:
+        return self._inner.agent_versions()
 
     def list_runs(self, agent_id: str, limit: int | None = None) -> list[RunRecord]:
         return self._inner.list_runs(agent_id, limit)

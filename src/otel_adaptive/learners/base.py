@@ -51,3 +51,9 @@ class Learner(ABC):
     @abstractmethod
     def view(self, agent_id: str, fields: Fields) -> Any:
         """Build the immutable view the plan cache serves from a full field set."""
+
+    def document(self, agent_id: str, fields: Fields) -> dict[str, Any] | None:
+        """A JSON-safe document of the learned state for tools; None when there is none."""
+        view = self.view(agent_id, fields)
+        to_dict = getattr(view, "to_dict", None)
+        return to_dict() if callable(to_dict) else None

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -53,7 +54,9 @@ ANY_INDEX: Final = "*"
 #: A field's bucket: a 1-based call index, or ``"*"`` for all indices.
 Bucket: TypeAlias = int | Literal["*"]
 
-_NODE_STATS_VERSION = 1
+_LEGACY_NODE_STATS_VERSION = 1  # a msgpack array of the four encodings: read, not written
+_NODE_STATS_VERSION = 2  # the four lengths (u32 little-endian), then the four encodings
+_NODE_LENGTHS = struct.Struct("<4I")
 _NS_PER_MS = 1_000_000
 _WEIGHT_CRITICAL = 0.5
 _WEIGHT_FANOUT = 0.3
@@ -142,28 +145,50 @@ class NodeStats:
         )
 
     def to_bytes(self) -> bytes:
+        """Version byte, the four lengths, the four metric encodings (see ``stats``).
+
+        At most ~7 KB per field: four metrics of at most ~1.7 KB each.
+        """
         parts = (
             self.remaining_calls.to_bytes(),
             self.interarrival_ms.to_bytes(),
             self.output_tokens.to_bytes(),
             self.sensitivity.to_bytes(),
         )
-        return bytes((_NODE_STATS_VERSION,)) + _MSGPACK_ENCODER.encode(parts)
+        lengths = _NODE_LENGTHS.pack(*(len(part) for part in parts))
+        return b"".join((bytes((_NODE_STATS_VERSION,)), lengths, *parts))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> NodeStats:
-        """Decode :meth:`to_bytes` output; raises ``ValueError`` on anything else."""
+        """Decode :meth:`to_bytes` output (or format 1); raises ``ValueError`` on anything else."""
         if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) < 2:
             raise ValueError("trie node stats: expected non-empty bytes")
         raw = bytes(data)
-        if raw[0] != _NODE_STATS_VERSION:
+        if raw[0] == _NODE_STATS_VERSION:
+            parts = _split_parts(raw)
+        elif raw[0] == _LEGACY_NODE_STATS_VERSION:
+            try:
+                parts = _NODE_DECODER.decode(raw[1:])
+            except msgspec.DecodeError as exc:
+                raise ValueError(f"trie node stats: {exc}") from exc
+        else:
             raise ValueError(f"trie node stats: unsupported format version {raw[0]}")
-        try:
-            parts = _NODE_DECODER.decode(raw[1:])
-        except msgspec.DecodeError as exc:
-            raise ValueError(f"trie node stats: {exc}") from exc
         remaining, interarrival, tokens, sensitivity = (RunningStats.from_bytes(p) for p in parts)
         return cls(remaining, interarrival, tokens, sensitivity)
+
+
+def _split_parts(raw: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    start = 1 + _NODE_LENGTHS.size
+    if len(raw) < start:
+        raise ValueError("trie node stats: header too short")
+    lengths = _NODE_LENGTHS.unpack_from(raw, 1)
+    if start + sum(lengths) != len(raw):
+        raise ValueError("trie node stats: lengths disagree with the data")
+    parts = []
+    for length in lengths:
+        parts.append(raw[start : start + length])
+        start += length
+    return parts[0], parts[1], parts[2], parts[3]
 
 
 class _NodeBuilder:
@@ -647,6 +672,10 @@ class PredictionTrieLearner(Learner):
             current[key] = cached
         self._field_cache[agent_id] = current
         return TrieView(agent_id, self._build_tree(current.values()))
+
+    def document(self, agent_id: str, fields: Fields) -> dict[str, Any] | None:
+        """The trie's JSON wire format (design §5.1); None before any LLM call."""
+        return self.envelope(agent_id, fields)
 
     def envelope(
         self, agent_id: str, fields: Fields, generated_at: datetime | None = None

@@ -1,23 +1,23 @@
-"""The storage contract shared by the in-memory and Redis stores."""
+"""The storage contract shared by the in-memory and Redis stores.
+
+Stores know learners only through the plug-in contract (``learners.base.Learner``) and
+the registry of learner names; no concrete learner is imported here.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from otel_adaptive.learners import (
-    LEARNER_TYPES,
-    PredictionTrieLearner,
-    ToolParallelismLearner,
-    build_learners,
-)
+from otel_adaptive.learners import LEARNER_TYPES, build_learners
 from otel_adaptive.learners.base import Learner, Mergeable
-from otel_adaptive.learners.parallelism import ExecutionPlan
 from otel_adaptive.records import RunRecord
 
-_L = TypeVar("_L", bound=Learner)
+#: Names of the built-in learners whose views ``load_trie``/``load_plan`` return.
+TRIE_LEARNER = "trie"
+PLAN_LEARNER = "tool_parallelism"
 
 
 class StoreUnavailableError(Exception):
@@ -57,10 +57,12 @@ class Store(ABC):
         self.learners: Mapping[str, Learner] = learners
 
     @abstractmethod
-    def save_runs(self, runs: Sequence[RunRecord]) -> None:
-        """Store a batch of runs, applying per-agent retention.
+    def save_runs(self, runs: Sequence[RunRecord]) -> int:
+        """Store a batch of runs, applying per-agent retention; returns how many were written.
 
-        Saving a run whose id is already stored replaces it (idempotent).
+        Saving a run whose id is already stored replaces it (idempotent) and counts
+        as written. Runs the store declines (an agent whose stored data is bad and
+        left alone) are not counted; raising means nothing can be said.
         """
 
     @abstractmethod
@@ -86,19 +88,40 @@ class Store(ABC):
     def load_fields(self, agent_id: str, learner: str) -> dict[str, Mergeable]:
         """The agent's full learned state for one learner (empty if none)."""
 
+    def agent_versions(self) -> Mapping[str, int | None]:
+        """Every agent with learned state, and a version of that state.
+
+        Contract: an agent's version changes whenever its learned state changes
+        (any learner, any writer), and stays the same otherwise, so a reader that
+        saw version ``v`` re-reads the agent only when it sees another value.
+        ``None`` means "unknown": the reader re-reads the agent every time. This
+        default knows no versions; stores that can track them should override it.
+        """
+        return dict.fromkeys(self.agents())
+
+    def load_view(self, agent_id: str, learner: str) -> Any:
+        """The named learner's view of the agent's learned state."""
+        plugin = self._learner(learner)
+        return plugin.view(agent_id, self.load_fields(agent_id, plugin.name))
+
     def load_trie(self, agent_id: str) -> dict[str, Any] | None:
         """The agent's prediction trie in its JSON wire format, or None before any LLM call."""
-        learner = self._learner(PredictionTrieLearner)
-        return learner.envelope(agent_id, self.load_fields(agent_id, learner.name))
+        learner = self._learner(TRIE_LEARNER)
+        return learner.document(agent_id, self.load_fields(agent_id, learner.name))
 
-    def load_plan(self, agent_id: str) -> ExecutionPlan:
-        """The agent's execution plan: tool groups observed running in parallel."""
-        learner = self._learner(ToolParallelismLearner)
-        return learner.view(agent_id, self.load_fields(agent_id, learner.name))
+    def load_plan(self, agent_id: str) -> Any:
+        """The agent's ``ExecutionPlan``: tool groups observed running in parallel."""
+        return self.load_view(agent_id, PLAN_LEARNER)
 
-    def _learner(self, learner_type: type[_L]) -> _L:
-        configured = self.learners.get(learner_type.name)
-        return configured if isinstance(configured, learner_type) else learner_type()
+    def _learner(self, name: str) -> Learner:
+        configured = self.learners.get(name)
+        if configured is not None:
+            return configured
+        learner_type = LEARNER_TYPES.get(name)
+        if learner_type is None:
+            allowed = ", ".join(sorted({*self.learners, *LEARNER_TYPES}))
+            raise ValueError(f"unknown learner {name!r}; allowed: {allowed}")
+        return learner_type()
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections; the store is not used afterwards."""

@@ -20,6 +20,7 @@ def create_store(config: AdaptiveConfig, learners: Mapping[str, Learner]) -> Sto
         return MemoryStore(
             max_runs_per_agent=config.max_runs_per_agent,
             run_max_age_seconds=config.run_max_age_seconds,
+            max_agents=config.max_agents,
             learners=learners,
         )
     from otel_adaptive.store.redis import RedisStore

@@ -62,6 +62,8 @@ RedisClient: TypeAlias = Union["redis.Redis", RedisCluster]
 # Applied batch ids kept per agent; a retried batch older than this many newer
 # batches would be applied again, far beyond any exporter retry window.
 _BATCH_IDS_KEPT = 10_000
+#: Agents whose versions are asked for in one pipeline (bounded replies per round trip).
+_VERSIONS_PER_PIPELINE = 1000
 _MAX_MERGE_ATTEMPTS = 100
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 # Replies and failures that mean "the slot moved or its node is changing", not bad data.
@@ -427,9 +429,9 @@ class RedisStore(Store):
             f"key_prefix={self._keys.prefix!r})"
         )
 
-    def save_runs(self, runs: Sequence[RunRecord]) -> None:
+    def save_runs(self, runs: Sequence[RunRecord]) -> int:
         if not runs:
-            return
+            return 0
         by_agent: dict[str, list[RunRecord]] = {}
         for run in runs:
             by_agent.setdefault(run.agent_id, []).append(run)
@@ -464,6 +466,7 @@ class RedisStore(Store):
             runs_saved=saved, runs_replaced=replaced, runs_skipped=skipped, runs_expired=expired
         )
         self._register_again(fresh_agents)
+        return saved
 
     def list_runs(self, agent_id: str, limit: int | None = None) -> list[RunRecord]:
         if limit is not None and limit < 0:
@@ -546,25 +549,25 @@ class RedisStore(Store):
         self._fold_departed(scripts, agent_id, learner, listed, raw, decoded)
         return fields
 
-    def agent_versions(self, agent_ids: Sequence[str]) -> dict[str, int]:
-        """Each agent's learned-state version: it changes with every merge of any writer.
-
-        A reader that remembers them re-reads only the agents whose version moved.
+    def agent_versions(self) -> dict[str, int | None]:
+        """Each registered agent's learned-state version: it changes with every merge of any
+        writer, so a reader that remembers them re-reads only the agents whose version moved.
         """
-        if not agent_ids:
-            return {}
+        agent_ids = self.agents()
+        versions: dict[str, int | None] = {}
         client = self._client_for("agent_versions")
-        pipe = client.pipeline()
-        for agent_id in agent_ids:
-            pipe.hget(self._keys.meta(agent_id), "learned_version")
-        replies = self._execute("agent_versions", pipe, len(agent_ids))
-        versions: dict[str, int] = {}
-        for agent_id, reply in zip(agent_ids, replies, strict=True):
-            try:
-                versions[agent_id] = int(reply or 0)
-            except (TypeError, ValueError):  # WRONGTYPE or garbage: bad data, not a crash
-                self._report(self._keys.meta(agent_id), "corrupt", "learned_version")
-                versions[agent_id] = -1
+        for start in range(0, len(agent_ids), _VERSIONS_PER_PIPELINE):
+            chunk = agent_ids[start : start + _VERSIONS_PER_PIPELINE]
+            pipe = client.pipeline()
+            for agent_id in chunk:
+                pipe.hget(self._keys.meta(agent_id), "learned_version")
+            replies = self._execute("agent_versions", pipe, len(chunk))
+            for agent_id, reply in zip(chunk, replies, strict=True):
+                try:
+                    versions[agent_id] = int(reply or 0)
+                except (TypeError, ValueError):  # WRONGTYPE or garbage: bad data, not a crash
+                    self._report(self._keys.meta(agent_id), "corrupt", "learned_version")
+                    versions[agent_id] = None  # unknown: the reader re-reads it
         return versions
 
     def merge(self, batch_id: str, deltas: Sequence[AgentDelta]) -> bool:
