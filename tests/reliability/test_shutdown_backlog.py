@@ -23,13 +23,14 @@ _REPORT = re.compile(
 
 def _processor_with_backlog(redis_url: str, key_prefix: str, shutdown_millis: int) -> Any:
     # The exporter wakes only when a batch of 90,000 events is queued (never here) or
-    # on its one-minute schedule: at shutdown the whole backlog is still waiting.
+    # on its one-minute schedule (and learning interval): at shutdown the whole backlog is still waiting.
     provider, processor, tracer = make_processor(
         redis_url=redis_url,
         key_prefix=key_prefix,
         max_queue_size=100_000,
         max_export_batch_size=90_000,
         schedule_delay_millis=60_000,
+        learn_interval_millis=60_000,
         shutdown_timeout_millis=shutdown_millis,
         max_runs_per_agent=BACKLOG_RUNS,
         redis_socket_timeout_seconds=10.0,

@@ -39,6 +39,7 @@ class _Tally:
     runs_with_agent_ended: int = 0
     runs_with_agent_open: int = 0
     llm_calls_learned: int = 0
+    runs_truncated: int = 0
 
 
 def _one_run(tracer: trace.Tracer, rng: random.Random, tally: _Tally) -> None:
@@ -59,7 +60,11 @@ def _one_run(tracer: trace.Tracer, rng: random.Random, tally: _Tally) -> None:
     tally.ended += sum(ended.values())
     if ended["agent"]:
         tally.runs_with_agent_ended += 1
-        tally.llm_calls_learned += ended["llm"]
+        # A run stored with a span still open is truncated: stored, never learned.
+        if all(ended.values()):
+            tally.llm_calls_learned += 1
+        else:
+            tally.runs_truncated += 1
     else:
         tally.runs_with_agent_open += 1
 
@@ -108,6 +113,8 @@ def test_soak_memory_is_bounded_and_every_span_is_accounted_for(
     assert stats["runs_completed"] == tally.runs_with_agent_ended
     assert stats["runs_evicted"] == tally.runs_with_agent_open
     assert stats["runs_stored"] == stats["runs_completed"]
+    assert stats["runs_truncated"] == tally.runs_truncated
+    assert stats["runs_dropped_overload"] == 0
     assert stats["spans_outside_runs"] == stats["late_spans"] == stats["duplicate_spans"] == 0
     assert stats["traces_evicted_capacity"] == 0
     assert stats["exporter_errors"] == stats["learner_errors"] == stats["store_errors"] == 0
