@@ -23,7 +23,8 @@ _REPORT = re.compile(
 
 def _processor_with_backlog(redis_url: str, key_prefix: str, shutdown_millis: int) -> Any:
     # The exporter wakes only when a batch of 90,000 events is queued (never here) or
-    # on its one-minute schedule (and learning interval): at shutdown the whole backlog is still waiting.
+    # on its one-minute schedule and learning interval: at shutdown the whole backlog is
+    # still waiting.
     provider, processor, tracer = make_processor(
         redis_url=redis_url,
         key_prefix=key_prefix,
