@@ -284,6 +284,11 @@ def test_no_cli_command_prints_the_password(
     guarded_server: RedisServer,
     redis_url: str,
 ) -> None:
+    # doctor starts the activation path in a subprocess: with no exporter to reach it
+    # starts fast whatever exporters the environment has installed.
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "*")
+    for signal in ("TRACES", "METRICS", "LOGS"):
+        monkeypatch.setenv(f"OTEL_{signal}_EXPORTER", "none")
     reachable = redis_url.replace("redis://", f"redis://default:{QUOTED}@", 1)
     urls = [
         *secret_urls(dead_port())[:3],
