@@ -127,9 +127,7 @@ def main() -> None:
     for llm_calls in args.calls:
         events = record_events(args.runs, llm_calls)
         assemble_us_per_run(events, args.runs, llm_calls)  # warm-up: caches, imports
-        samples = [
-            assemble_us_per_run(events, args.runs, llm_calls) for _ in range(args.repeats)
-        ]
+        samples = [assemble_us_per_run(events, args.runs, llm_calls) for _ in range(args.repeats)]
         median = statistics.median(samples)
         per_run_events = len(events) / args.runs
         print(
