@@ -7,8 +7,15 @@ same tool cannot be confused. What a span *is* (agent, LLM, tool...) is decided
 from the attributes it has when it ends, because many instrumentations only
 set them then.
 
+Each node of a tree is in one state of :class:`~otel_adaptive._run_tree.NodeState`
+and changes state only through :func:`~otel_adaptive._run_tree.move`.
+
 Memory is bounded whatever the input: open traces, spans per trace and calls
 per run are capped, idle traces are evicted, and everything dropped is counted.
+
+Per event the work is kept small: a span's attributes are copied once, at its
+end, into a plain dict that every later reader uses; names are cut once and
+remembered; each call record is built once, after the run's calls are known.
 """
 
 from __future__ import annotations
@@ -17,19 +24,30 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
-import msgspec
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import ReadableSpan, Span
 
 from otel_adaptive import conventions, identity
+from otel_adaptive._run_tree import (
+    ABOVE_RUN_FROM,
+    DETACHED,
+    ENDED,
+    ENDED_ABOVE_RUN,
+    ENDED_FROM,
+    OPEN,
+    WAITING,
+    Node,
+    Trace,
+    move,
+)
 from otel_adaptive.config import AdaptiveConfig
 from otel_adaptive.records import (
     STRUCTURAL_SCOPES,
     CallRecord,
     RunRecord,
-    ScopeType,
     clean_name,
 )
 
@@ -41,6 +59,14 @@ _REMEMBERED_MEMBERS = 65536
 #: Trace ids remembered as damaged (events lost to a full queue). Forgetting one could
 #: let a partial run through, so overflowing this marks every run in flight instead.
 _REMEMBERED_DAMAGED = 65536
+#: Cut names remembered (span, tool and model names repeat); cleared when full, so
+#: high-cardinality names cost memory only up to this and then one recomputation.
+_NAME_MEMO_SIZE: Final = 4096
+_NAME_MEMO_MAX_LENGTH: Final = 512
+#: Span classes whose ``attributes`` is a read-only view of ``_attributes`` (the SDK's).
+_SDK_SPAN_TYPES: Final = (ReadableSpan, Span)
+#: States in which a trace still holds part of a run not yet emitted (for eviction).
+_HOLDS_A_RUN: Final = frozenset({OPEN, ENDED, WAITING})
 
 
 @dataclass(slots=True)
@@ -57,38 +83,14 @@ class AssemblerCounters:
     traces_evicted_capacity: int = 0
     runs_dropped_overload: int = 0
     runs_truncated: int = 0
-
-
-@dataclass(slots=True)
-class _Node:
-    span_id: int
-    parent_id: int | None
-    parent_is_remote: bool
-    start_ns: int
-    name: str
-    start_name: str  # what a hint lookup saw while it was open
-    live: ReadableSpan | None = None  # the live span while open, to read late attributes
-    ended: bool = False
-    end_ns: int = 0
-    scope: ScopeType = "unknown"
-    attributes: Mapping[str, Any] | None = None
-    service_name: str | None = None
-    detached: bool = False  # its run was already emitted; it ended late
-    contains_run: bool = False  # a run was emitted from beneath it
-    parent_finished: bool = False  # its parent belonged to a run already emitted
-    waiting_until: float | None = None  # an ended run root waiting for open calls beneath
+    illegal_transitions: int = 0
 
 
 #: A node of a subtree and the scope path above it.
-_Member = tuple[_Node, tuple[str, ...]]
-
-
-@dataclass(slots=True)
-class _Trace:
-    nodes: dict[int, _Node] = field(default_factory=dict)
-    children: dict[int, list[int]] = field(default_factory=dict)
-    last_activity: float = 0.0
-    damaged: bool = False  # lost span events to a full queue: its runs are dropped whole
+_Member = tuple[Node, tuple[str, ...]]
+#: A call of a run before its record is built: (start, end, order seen, node, path,
+#: LLM details or None for a tool). Sorting these tuples never reaches the node.
+_Draft = tuple[int, int, int, Node, tuple[str, ...], conventions.CallDetails | None]
 
 
 class RunAssembler:
@@ -97,15 +99,15 @@ class RunAssembler:
     def __init__(self, config: AdaptiveConfig, *, clock: Any = time.monotonic) -> None:
         self._config = config
         self._clock = clock
-        self._traces: OrderedDict[int, _Trace] = OrderedDict()
+        self._traces: OrderedDict[int, Trace] = OrderedDict()
         self._completed: list[RunRecord] = []
         self._evicted_span_ids: list[int] = []
         # Span ids of ended members of emitted runs: a span that starts under one of
         # them (an instrumentation left a finished span current) starts afresh.
         self._emitted_members: OrderedDict[tuple[int, int], None] = OrderedDict()
-        # Ended run roots whose run still has open spans (streams read after their
-        # parent ended): (trace id, root) until they close or the grace time is up.
-        self._waiting: dict[int, tuple[int, _Node]] = {}
+        # WAITING run roots (streams read after their parent ended): span id ->
+        # (trace id, root) until their run closes or the grace time is up.
+        self._waiting: dict[int, tuple[int, Node]] = {}
         # Run root span name at start -> the agent id its run was stored under, for
         # hint lookups that only see the start (identity.alias_key).
         self._aliases: dict[str, str] = {}
@@ -113,6 +115,12 @@ class RunAssembler:
         # damaged (set when lost events could not all be attributed to a trace).
         self._damaged: OrderedDict[int, None] = OrderedDict()
         self._damaged_before_ns = 0
+        self._names: dict[str, str] = {}  # raw name -> cut name
+        self._name_limit = config.max_name_length
+        self._heuristics = config.name_heuristics
+        # Local roots of one process share a resource: its service name is read once.
+        self._resource: object = None
+        self._service_name: str | None = None
         self.counters = AssemblerCounters()
 
     # --- public surface used by the exporter ------------------------------------------------
@@ -126,45 +134,48 @@ class RunAssembler:
         context = span.context
         if context is None:
             return
-        trace = self._touch(context.trace_id)
+        trace_id = context.trace_id
+        trace = self._touch(trace_id)
         if context.span_id in trace.nodes:
             self.counters.duplicate_spans += 1
             return
-        node = self._new_node(span)
+        node = self._new_node(span, context.span_id)
         node.live = span
-        self._add(context.trace_id, trace, node)
+        self._add(trace_id, trace, node)
 
     def span_ended(self, span: ReadableSpan) -> None:
         """Record a span end (``span`` is the read-only snapshot) and emit a completed run."""
         context = span.context
         if context is None:
             return
-        trace = self._touch(context.trace_id)
+        trace_id = context.trace_id
+        trace = self._touch(trace_id)
         node = trace.nodes.get(context.span_id)
         if node is None:  # its start was never seen (dropped, or began before us)
-            node = self._new_node(span)
-            if not self._add(context.trace_id, trace, node):
+            node = self._new_node(span, context.span_id)
+            if not self._add(trace_id, trace, node):
                 return
-        elif node.ended:
+        elif node.state >= ENDED:
             self.counters.duplicate_spans += 1
             return
-        self._finish(node, span)
-        if node.detached:
+        if node.state is DETACHED:  # its run was emitted without it
             self.counters.late_spans += 1
             self._forget(trace, node)
-        elif self._is_agent(node) or self._is_local_root(node):
-            # A possible run root: walk what is beneath it once, for every decision.
-            members = list(self._subtree(trace, node))
-            if self._is_run_root(trace, node, members):
-                self._emit_or_wait(context.trace_id, trace, node, members)
-            elif self._is_local_root(node):
-                self._discard_subtree(trace, node)
+        else:
+            self._finish(node, span)
+            if node.local_root or self._is_agent(node):
+                # A possible run root: walk what is beneath it once, for every decision.
+                members = list(self._subtree(trace, node))
+                if self._is_run_root(trace, node, members):
+                    self._emit_or_wait(trace_id, trace, node, members)
+                elif node.local_root:
+                    self._discard_subtree(trace, node)
+                elif self._waiting:
+                    self._emit_if_closed(trace_id, trace, node)
             elif self._waiting:
-                self._emit_if_closed(context.trace_id, trace, node)
-        elif self._waiting:
-            self._emit_if_closed(context.trace_id, trace, node)
+                self._emit_if_closed(trace_id, trace, node)
         if not trace.nodes:
-            self._traces.pop(context.trace_id, None)
+            self._traces.pop(trace_id, None)
 
     def mark_damaged(self, trace_ids: list[int], *, all_in_flight: bool = False) -> None:
         """Traces that lost span events (a full queue): their runs are dropped whole.
@@ -203,7 +214,8 @@ class RunAssembler:
         """Emit runs whose grace time is up; evict traces idle for longer than the run
         timeout; returns how many traces were evicted."""
         now = self._clock()
-        for trace_id, root in [w for w in self._waiting.values() if w[1].waiting_until <= now]:
+        due = [w for w in self._waiting.values() if (w[1].waiting_until or 0.0) <= now]
+        for trace_id, root in due:
             trace = self._traces.get(trace_id)
             if trace is not None:
                 self._emit(trace_id, trace, root)
@@ -219,10 +231,10 @@ class RunAssembler:
 
     # --- building the tree ------------------------------------------------------------------
 
-    def _touch(self, trace_id: int) -> _Trace:
+    def _touch(self, trace_id: int) -> Trace:
         trace = self._traces.get(trace_id)
         if trace is None:
-            trace = self._traces[trace_id] = _Trace(damaged=trace_id in self._damaged)
+            trace = self._traces[trace_id] = Trace(damaged=trace_id in self._damaged)
             if len(self._traces) > self._config.max_open_traces:
                 oldest = next(iter(self._traces))
                 self.counters.traces_evicted_capacity += 1
@@ -232,55 +244,85 @@ class RunAssembler:
         trace.last_activity = self._clock()
         return trace
 
-    def _new_node(self, span: ReadableSpan) -> _Node:
+    def _new_node(self, span: ReadableSpan, span_id: int) -> Node:
         parent = span.parent
-        assert span.context is not None
         name = self._cut(span.name)
-        return _Node(
-            span_id=span.context.span_id,
-            parent_id=parent.span_id if parent is not None else None,
-            parent_is_remote=bool(parent is not None and parent.is_remote),
-            start_ns=_as_ns(span.start_time, 0),
-            name=name,
-            start_name=name,
-        )
+        start = span.start_time
+        if not (type(start) is int and 0 < start < _NS_LIMIT):
+            start = _as_ns(start, 0)
+        if parent is None:
+            return Node(span_id, None, True, start, name, name)
+        parent_id = parent.span_id
+        local_root = parent.is_remote or parent_id == span_id
+        return Node(span_id, parent_id, bool(local_root), start, name, name)
 
-    def _add(self, trace_id: int, trace: _Trace, node: _Node) -> bool:
+    def _add(self, trace_id: int, trace: Trace, node: Node) -> bool:
         if len(trace.nodes) >= self._config.max_spans_per_trace:
             self.counters.traces_evicted_capacity += 1
             self._evict(trace_id)
             return False
         trace.nodes[node.span_id] = node
-        if node.parent_id is not None and (trace_id, node.parent_id) in self._emitted_members:
-            node.parent_finished = True
-        elif node.parent_id is not None and node.parent_id != node.span_id:
-            trace.children.setdefault(node.parent_id, []).append(node.span_id)
-            parent = trace.nodes.get(node.parent_id)
-            if parent is not None and parent.detached:
-                node.detached = True
+        parent_id = node.parent_id
+        if parent_id is None:
+            return True
+        if (trace_id, parent_id) in self._emitted_members:
+            node.parent_finished = True  # it starts afresh: a local root
+            node.local_root = True
+        elif parent_id != node.span_id:
+            siblings = trace.children.get(parent_id)
+            if siblings is None:
+                trace.children[parent_id] = [node.span_id]
+            else:
+                siblings.append(node.span_id)
+            parent = trace.nodes.get(parent_id)
+            if parent is not None and parent.state is DETACHED:
+                node.state = DETACHED  # an initial state: born out of every run
         return True
 
-    def _finish(self, node: _Node, span: ReadableSpan) -> None:
-        attributes = span.attributes
-        node.ended = True
+    def _finish(self, node: Node, span: ReadableSpan) -> None:
+        move(node, ENDED_FROM.get(node.state, ENDED), self.counters)
+        attributes = _plain_attributes(span)
+        raw_name = span.name
         node.live = None
-        node.name = self._cut(span.name)
-        node.start_ns = _as_ns(span.start_time, node.start_ns)
-        node.end_ns = _as_ns(span.end_time, node.start_ns)
-        node.attributes = attributes
-        node.scope = conventions.classify(
-            attributes, span.name, name_heuristics=self._config.name_heuristics
+        node.name = self._cut(raw_name)
+        start = span.start_time
+        if type(start) is int and 0 < start < _NS_LIMIT:
+            node.start_ns = start
+        else:
+            node.start_ns = _as_ns(start, node.start_ns)
+        end = span.end_time
+        node.end_ns = (
+            end if type(end) is int and 0 < end < _NS_LIMIT else _as_ns(end, node.start_ns)
         )
-        if self._is_local_root(node):
-            service = span.resource.attributes.get("service.name") if span.resource else None
-            node.service_name = service if isinstance(service, str) else None
+        node.attributes = attributes
+        node.scope = conventions.classify(attributes, raw_name, name_heuristics=self._heuristics)
+        if node.local_root:
+            node.service_name = self._service_of(span.resource)
+
+    def _service_of(self, resource: object) -> str | None:
+        if resource is not self._resource:
+            attributes = getattr(resource, "attributes", None) if resource else None
+            service = attributes.get("service.name") if attributes else None
+            self._resource = resource
+            self._service_name = service if isinstance(service, str) else None
+        return self._service_name
 
     def _cut(self, name: object) -> str:
-        return clean_name(name, self._config.max_name_length)
+        if type(name) is not str:
+            return clean_name(name, self._name_limit)
+        names = self._names
+        cut = names.get(name)
+        if cut is None:
+            cut = clean_name(name, self._name_limit)
+            if len(name) <= _NAME_MEMO_MAX_LENGTH:
+                if len(names) >= _NAME_MEMO_SIZE:
+                    names.clear()
+                names[name] = cut
+        return cut
 
     # --- deciding run roots -------------------------------------------------------------------
 
-    def _ancestors(self, trace: _Trace, node: _Node) -> Iterator[_Node]:
+    def _ancestors(self, trace: Trace, node: Node) -> Iterator[Node]:
         seen = {node.span_id}
         parent_id = None if node.parent_finished else node.parent_id
         while parent_id is not None and parent_id not in seen:
@@ -292,102 +334,102 @@ class RunAssembler:
             parent_id = parent.parent_id
 
     @staticmethod
-    def _is_agent(node: _Node) -> bool:
-        return node.ended and identity.is_agent_scope(node.scope, node.name, node.attributes)
+    def _is_agent(node: Node) -> bool:
+        return (
+            node.scope == "agent"
+            and node.state >= ENDED
+            and identity.is_agent_scope(node.scope, node.name, node.attributes)
+        )
 
-    def _is_agent_now(self, node: _Node) -> bool:
-        if node.ended or node.live is None:
+    def _is_agent_now(self, node: Node) -> bool:
+        live = node.live
+        if node.state >= ENDED or live is None:
             return self._is_agent(node)
         # Still open: classify from what the live span carries right now.
-        live = node.live
-        attributes = live.attributes
-        kind = conventions.classify(
-            attributes, live.name, name_heuristics=self._config.name_heuristics
-        )
+        attributes = _plain_attributes(live)
+        kind = conventions.classify(attributes, live.name, name_heuristics=self._heuristics)
         return identity.is_agent_scope(kind, self._cut(live.name), attributes)
 
-    @staticmethod
-    def _is_local_root(node: _Node) -> bool:
-        """No local parent: the top of this process's part of the trace.
-
-        A span whose local parent is merely unknown is not one: the parent's start
-        may have been dropped and its end may still come, so it waits (and is
-        evicted with its trace if the parent never shows up).
-        """
-        return (
-            node.parent_id is None
-            or node.parent_is_remote
-            or node.parent_finished
-            or node.parent_id == node.span_id
-        )
-
-    def _is_run_root(self, trace: _Trace, node: _Node, members: list[_Member]) -> bool:
-        if node.contains_run:
+    def _is_run_root(self, trace: Trace, node: Node, members: list[_Member]) -> bool:
+        if node.state is ENDED_ABOVE_RUN:
             return False
         if (
             self._is_agent(node)
-            and any(n.ended and n.scope in _CALL_KINDS and n is not node for n, _ in members)
+            and any(
+                n.state >= ENDED and n.scope in _CALL_KINDS and n is not node for n, _ in members
+            )
             and not any(self._is_agent_now(a) for a in self._ancestors(trace, node))
         ):
             return True
         # Some instrumentations label any step with "agent" in its name as an agent:
         # one with no call beneath it stays part of the run around it.
-        return self._config.run_root == "agent_or_root" and self._is_local_root(node)
+        return self._config.run_root == "agent_or_root" and node.local_root
 
     # --- emitting runs ----------------------------------------------------------------------
 
     def _emit_or_wait(
-        self, trace_id: int, trace: _Trace, root: _Node, members: list[_Member]
+        self, trace_id: int, trace: Trace, root: Node, members: list[_Member]
     ) -> None:
         grace = self._config.run_grace_seconds
-        if grace <= 0 or all(n.ended for n, _ in members):
+        if grace <= 0 or all(n.state >= ENDED for n, _ in members):
             self._emit(trace_id, trace, root, members)
             return
         # A call is still open beneath the ended root (typically a stream read after
         # its parent ended): the run waits for it, within the grace time.
-        root.waiting_until = self._clock() + grace
-        self._waiting[root.span_id] = (trace_id, root)
-        for ancestor in self._ancestors(trace, root):
-            ancestor.contains_run = True
+        if move(root, WAITING, self.counters):
+            root.waiting_until = self._clock() + grace
+            self._waiting[root.span_id] = (trace_id, root)
+            self._mark_above_run(trace, root)
+        else:
+            self._emit(trace_id, trace, root, members)
 
-    def _emit_if_closed(self, trace_id: int, trace: _Trace, node: _Node) -> None:
+    def _emit_if_closed(self, trace_id: int, trace: Trace, node: Node) -> None:
         """Emit the waiting run ``node`` belongs to once nothing beneath it is open."""
         for ancestor in self._ancestors(trace, node):
-            if ancestor.waiting_until is not None:
-                if all(n.ended for n, _ in self._subtree(trace, ancestor)):
+            if ancestor.state is WAITING:
+                if all(n.state >= ENDED for n, _ in self._subtree(trace, ancestor)):
                     self._emit(trace_id, trace, ancestor)
                 return
 
-    def _subtree(
-        self, trace: _Trace, root: _Node, *, skip_waiting: bool = False
-    ) -> Iterator[tuple[_Node, tuple[str, ...]]]:
+    def _mark_above_run(self, trace: Trace, root: Node) -> None:
+        """Ancestors of an emitted or waiting run can no longer root a run themselves."""
+        for ancestor in self._ancestors(trace, root):
+            new = ABOVE_RUN_FROM.get(ancestor.state)
+            if new is not None:
+                move(ancestor, new, self.counters)
+
+    @staticmethod
+    def _subtree(trace: Trace, root: Node, *, skip_waiting: bool = False) -> Iterator[_Member]:
         """Nodes under ``root`` (itself included) with the scope path above each.
 
         ``skip_waiting`` leaves out the runs beneath that wait for open calls.
         """
-        stack: list[tuple[_Node, tuple[str, ...]]] = [(root, ())]
+        nodes = trace.nodes
+        children = trace.children
+        stack: list[_Member] = [(root, ())]
         seen = {root.span_id}
         while stack:
             node, path = stack.pop()
             yield node, path
-            below = (*path, node.name) if self._scope_of(node) in STRUCTURAL_SCOPES else path
-            for child_id in trace.children.get(node.span_id, ()):
-                child = trace.nodes.get(child_id)
-                if skip_waiting and child is not None and child.waiting_until is not None:
+            below = children.get(node.span_id)
+            if not below:
+                continue
+            # An open node's scope is not known yet: it counts as structural.
+            if node.state < ENDED or node.scope in STRUCTURAL_SCOPES:
+                path = (*path, node.name)
+            for child_id in below:
+                child = nodes.get(child_id)
+                if child is None or child_id in seen:
                     continue
-                if child is not None and child_id not in seen:
-                    seen.add(child_id)
-                    stack.append((child, below))
-
-    @staticmethod
-    def _scope_of(node: _Node) -> ScopeType:
-        return node.scope if node.ended else "unknown"
+                if skip_waiting and child.state is WAITING:
+                    continue
+                seen.add(child_id)
+                stack.append((child, path))
 
     def _emit(
-        self, trace_id: int, trace: _Trace, root: _Node, members: list[_Member] | None = None
+        self, trace_id: int, trace: Trace, root: Node, members: list[_Member] | None = None
     ) -> None:
-        if root.waiting_until is not None:
-            root.waiting_until = None
+        if root.state is WAITING:
             self._waiting.pop(root.span_id, None)
         if members is None:
             members = list(self._subtree(trace, root))
@@ -396,126 +438,127 @@ class RunAssembler:
             self.counters.runs_dropped_overload += 1
             self._drop_emitted(trace_id, trace, root, members)
             return
-        calls: list[CallRecord] = []
+        drafts: list[_Draft] = []
         nested_in_llm: set[int] = set()
-        first_agent: _Node | None = None  # the first agent span beneath the root
-        graph_node: _Node | None = None  # the first generic graph node beneath the root
+        first_agent: Node | None = None  # the first agent span beneath the root
+        graph_node: Node | None = None  # the first generic graph node beneath the root
+        complete = True
         for node, path in members:
-            if not node.ended:
+            if node.state < ENDED:
+                complete = False
                 continue
-            if node.scope == "agent" and node is not root:
-                if not identity.is_graph_node(node.scope, node.name, node.attributes):
+            scope = node.scope
+            if scope == "llm":
+                if node.span_id not in nested_in_llm:
+                    inner = self._inner_llm_calls(trace, node, nested_in_llm)
+                    details = _llm_details(node, inner)
+                    drafts.append((node.start_ns, node.end_ns, len(drafts), node, path, details))
+            elif scope == "tool":
+                drafts.append((node.start_ns, node.end_ns, len(drafts), node, path, None))
+            elif scope == "agent" and node is not root:
+                if not identity.is_graph_node(scope, node.name, node.attributes):
                     if first_agent is None or node.start_ns < first_agent.start_ns:
                         first_agent = node
                 elif graph_node is None or node.start_ns < graph_node.start_ns:
                     graph_node = node
-            if node.scope not in _CALL_KINDS or node.span_id in nested_in_llm:
-                continue
-            if node.scope == "llm":
-                inner = self._inner_llm_calls(trace, node, nested_in_llm)
-                calls.append(self._llm_call(node, path, inner))
-            else:
-                calls.append(self._tool_call(node, path))
-        calls.sort(key=lambda c: (c.start_ns, c.end_ns))
-        calls = _tool_calls_from_tool_spans(calls)
-        if len(calls) > self._config.max_calls_per_run:
-            self.counters.calls_truncated += len(calls) - self._config.max_calls_per_run
-            del calls[self._config.max_calls_per_run :]
+        drafts.sort()
+        _fill_tool_call_counts(drafts)
+        limit = self._config.max_calls_per_run
+        if len(drafts) > limit:
+            self.counters.calls_truncated += len(drafts) - limit
+            del drafts[limit:]
         graph = None
         if graph_node is not None and graph_node.parent_id is not None:
             graph = trace.nodes.get(graph_node.parent_id)
         agent_id = self._agent_id(root, first_agent, graph)
         self._aliases[identity.alias_key(root.start_name)] = agent_id
-        truncated = not all(node.ended for node, _ in members)
+        trace_hex = f"{trace_id:032x}"
         run = RunRecord(
-            id=f"{trace_id:032x}-{root.span_id:016x}",
+            id=f"{trace_hex}-{root.span_id:016x}",
             agent_id=agent_id,
-            trace_id=f"{trace_id:032x}",
+            trace_id=trace_hex,
             start_ns=root.start_ns,
             end_ns=root.end_ns,
-            calls=tuple(calls),
-            truncated=truncated,
+            calls=self._call_records(drafts),
+            truncated=not complete,
         )
         self._completed.append(run)
         self.counters.runs_completed += 1
-        self.counters.runs_truncated += truncated
+        self.counters.runs_truncated += not complete
         self._drop_emitted(trace_id, trace, root, members)
 
+    def _call_records(self, drafts: list[_Draft]) -> tuple[CallRecord, ...]:
+        """Each call's record, built once from its node and details."""
+        hexes: dict[int, str] = {}  # siblings share a parent
+        records = []
+        for start, end, _, node, path, details in drafts:
+            parent_id = node.parent_id
+            parent_hex = None
+            if parent_id is not None:
+                parent_hex = hexes.get(parent_id)
+                if parent_hex is None:
+                    parent_hex = hexes[parent_id] = f"{parent_id:016x}"
+            if details is None:
+                name = conventions.tool_name(node.attributes) or node.name
+                records.append(
+                    CallRecord(
+                        kind="tool",
+                        name=self._cut(name),
+                        span_id=f"{node.span_id:016x}",
+                        parent_span_id=parent_hex,
+                        path=path,
+                        start_ns=start,
+                        end_ns=end,
+                    )
+                )
+                continue
+            model = details.model_name
+            records.append(
+                CallRecord(
+                    kind="llm",
+                    name=node.name,
+                    span_id=f"{node.span_id:016x}",
+                    parent_span_id=parent_hex,
+                    path=path,
+                    start_ns=start,
+                    end_ns=end,
+                    output_tokens=details.output_tokens,
+                    prompt_tokens=details.prompt_tokens,
+                    total_tokens=details.total_tokens,
+                    model_name=None if model is None else self._cut(model),
+                    tool_call_count=details.tool_call_count,
+                )
+            )
+        return tuple(records)
+
     def _drop_emitted(
-        self, trace_id: int, trace: _Trace, root: _Node, members: list[_Member]
+        self, trace_id: int, trace: Trace, root: Node, members: list[_Member]
     ) -> None:
-        for ancestor in self._ancestors(trace, root):
-            ancestor.contains_run = True
+        self._mark_above_run(trace, root)
         nodes = [member for member, _ in members]
         self._remember_emitted(trace_id, nodes)
         self._remove_members(trace, nodes)
 
-    def _remember_emitted(self, trace_id: int, members: list[_Node]) -> None:
+    def _remember_emitted(self, trace_id: int, members: list[Node]) -> None:
         emitted = self._emitted_members
         for node in members:
-            if node.ended:
+            if node.state >= ENDED:
                 emitted[(trace_id, node.span_id)] = None
         while len(emitted) > _REMEMBERED_MEMBERS:
             emitted.popitem(last=False)
 
-    def _inner_llm_calls(self, trace: _Trace, outer: _Node, nested: set[int]) -> list[_Node]:
+    def _inner_llm_calls(self, trace: Trace, outer: Node, nested: set[int]) -> list[Node]:
         """LLM spans nested in an LLM span: the same call seen by two instrumentations."""
         if outer.span_id not in trace.children:
             return []  # the common case: a leaf
         inner = []
         for node, _ in self._subtree(trace, outer):
-            if node is not outer and node.ended and node.scope == "llm":
+            if node is not outer and node.state >= ENDED and node.scope == "llm":
                 nested.add(node.span_id)
                 inner.append(node)
         return inner
 
-    def _llm_call(self, node: _Node, path: tuple[str, ...], inner: list[_Node]) -> CallRecord:
-        details = conventions.read_call_details(node.attributes)
-        # The outer span speaks for the call; inner spans fill what it lacks (counted once).
-        for other in inner:
-            if None not in (
-                details.output_tokens,
-                details.prompt_tokens,
-                details.model_name,
-                details.tool_call_count,
-            ):
-                break
-            extra = conventions.read_call_details(other.attributes)
-            details = conventions.CallDetails(
-                output_tokens=_first(details.output_tokens, extra.output_tokens),
-                prompt_tokens=_first(details.prompt_tokens, extra.prompt_tokens),
-                total_tokens=_first(details.total_tokens, extra.total_tokens),
-                model_name=_first(details.model_name, extra.model_name),
-                tool_call_count=_first(details.tool_call_count, extra.tool_call_count),
-            )
-        return CallRecord(
-            kind="llm",
-            name=node.name,
-            span_id=f"{node.span_id:016x}",
-            parent_span_id=_hex_or_none(node.parent_id),
-            path=path,
-            start_ns=node.start_ns,
-            end_ns=node.end_ns,
-            output_tokens=details.output_tokens,
-            prompt_tokens=details.prompt_tokens,
-            total_tokens=details.total_tokens,
-            model_name=None if details.model_name is None else self._cut(details.model_name),
-            tool_call_count=details.tool_call_count,
-        )
-
-    def _tool_call(self, node: _Node, path: tuple[str, ...]) -> CallRecord:
-        name = conventions.tool_name(node.attributes) or node.name
-        return CallRecord(
-            kind="tool",
-            name=self._cut(name),
-            span_id=f"{node.span_id:016x}",
-            parent_span_id=_hex_or_none(node.parent_id),
-            path=path,
-            start_ns=node.start_ns,
-            end_ns=node.end_ns,
-        )
-
-    def _agent_id(self, root: _Node, first_agent: _Node | None, graph: _Node | None) -> str:
+    def _agent_id(self, root: Node, first_agent: Node | None, graph: Node | None) -> str:
         """The run's agent, by the one rule of :mod:`otel_adaptive.identity`."""
         inner = None if first_agent is None else (first_agent.name, first_agent.attributes)
         return self._cut(
@@ -531,34 +574,37 @@ class RunAssembler:
 
     # --- cleanup ------------------------------------------------------------------------------
 
-    def _remove_members(self, trace: _Trace, members: list[_Node]) -> None:
+    def _remove_members(self, trace: Trace, members: list[Node]) -> None:
         """Drop an emitted or discarded subtree (``members[0]`` is its root)."""
         self._unlink_from_parent(trace, members[0])
+        nodes = trace.nodes
+        children = trace.children
         for node in members:
-            if node.ended:
-                trace.nodes.pop(node.span_id, None)
-                trace.children.pop(node.span_id, None)
-            else:
-                node.detached = True  # its run is gone; count it when it ends
+            state = node.state
+            if state >= ENDED:
+                nodes.pop(node.span_id, None)
+                children.pop(node.span_id, None)
+            elif state is not DETACHED:
+                move(node, DETACHED, self.counters)  # its run is gone; counted when it ends
 
-    def _discard_subtree(self, trace: _Trace, root: _Node) -> None:
+    def _discard_subtree(self, trace: Trace, root: Node) -> None:
         members = [node for node, _ in self._subtree(trace, root, skip_waiting=True)]
-        if not root.contains_run:
-            self.counters.spans_outside_runs += sum(1 for n in members if n.ended)
+        if root.state is not ENDED_ABOVE_RUN:
+            self.counters.spans_outside_runs += sum(1 for n in members if n.state >= ENDED)
         # Calls are counted whether or not a run was emitted beside them: a call that
         # belongs to no run is lost to learning, and that must show.
         self.counters.calls_outside_runs += sum(
-            1 for n in members if n.ended and n.scope in _CALL_KINDS
+            1 for n in members if n.state >= ENDED and n.scope in _CALL_KINDS
         )
         self._remove_members(trace, members)
 
-    def _forget(self, trace: _Trace, node: _Node) -> None:
+    def _forget(self, trace: Trace, node: Node) -> None:
         trace.nodes.pop(node.span_id, None)
         trace.children.pop(node.span_id, None)
         self._unlink_from_parent(trace, node)
 
     @staticmethod
-    def _unlink_from_parent(trace: _Trace, node: _Node) -> None:
+    def _unlink_from_parent(trace: Trace, node: Node) -> None:
         if node.parent_id is None:
             return
         siblings = trace.children.get(node.parent_id)
@@ -574,39 +620,81 @@ class RunAssembler:
         if trace is None:
             return
         for node in trace.nodes.values():
-            if node.waiting_until is not None:
+            if node.state is WAITING:
                 self._waiting.pop(node.span_id, None)
-        if any(not n.contains_run and not n.detached for n in trace.nodes.values()):
+        if any(n.state in _HOLDS_A_RUN for n in trace.nodes.values()):
             self.counters.runs_evicted += 1
-        self._evicted_span_ids.extend(n.span_id for n in trace.nodes.values() if not n.ended)
+        self._evicted_span_ids.extend(n.span_id for n in trace.nodes.values() if n.state < ENDED)
 
 
-def _tool_calls_from_tool_spans(calls: list[CallRecord]) -> list[CallRecord]:
+def _plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """The span's attributes as a plain dict, copied once for every later reader.
+
+    The SDK's spans hand out a read-only view of a ``BoundedAttributes`` whose every
+    lookup runs Python code (a miss raises and catches ``KeyError``); its backing
+    dict is copied in C instead. Other spans' mappings are copied generically; one
+    that cannot be iterated is kept as is (the convention readers tolerate any).
+    """
+    if type(span) in _SDK_SPAN_TYPES:
+        raw = getattr(span, "_attributes", None)
+        if type(raw) is BoundedAttributes:
+            inner = getattr(raw, "_dict", None)
+            if type(inner) is dict:
+                return inner.copy()
+        elif type(raw) is dict:
+            return raw.copy()
+    attributes = span.attributes
+    if not attributes:
+        return {}
+    try:
+        return dict(attributes)
+    except Exception:  # changed while iterated, or odd keys
+        return attributes
+
+
+def _llm_details(node: Node, inner: list[Node]) -> conventions.CallDetails:
+    """The outer span speaks for the call; inner spans fill what it lacks (counted once)."""
+    details = conventions.read_call_details(node.attributes)
+    for other in inner:
+        if None not in (
+            details.output_tokens,
+            details.prompt_tokens,
+            details.model_name,
+            details.tool_call_count,
+        ):
+            break
+        extra = conventions.read_call_details(other.attributes)
+        details = conventions.CallDetails(*map(_first, details, extra))
+    return details
+
+
+def _fill_tool_call_counts(drafts: list[_Draft]) -> None:
     """Fill unknown tool-call counts from the tool spans of the same turn.
 
     When an LLM span does not say how many tools the model asked for, the tool
     calls under the same parent that start after it ended and before the next
     LLM call there are what it asked for. Only done when the run has tool spans
     at all: without them tools are not traced and the count stays unknown.
+    ``drafts`` are in start order.
     """
-    if not any(c.kind == "tool" for c in calls) or all(
-        c.tool_call_count is not None for c in calls if c.kind == "llm"
+    if not any(d[5] is None for d in drafts) or all(
+        d[5].tool_call_count is not None for d in drafts if d[5] is not None
     ):
-        return calls
-    filled = list(calls)
-    for i, call in enumerate(calls):
-        if call.kind != "llm" or call.tool_call_count is not None:
+        return
+    for i, draft in enumerate(drafts):
+        details = draft[5]
+        if details is None or details.tool_call_count is not None:
             continue
+        parent_id, ended = draft[3].parent_id, draft[1]
         count = 0
-        for later in calls[i + 1 :]:
-            if later.parent_span_id != call.parent_span_id:
+        for later in drafts[i + 1 :]:
+            if later[3].parent_id != parent_id:
                 continue
-            if later.kind == "llm":
+            if later[5] is not None:
                 break
-            if later.start_ns >= call.end_ns:
+            if later[0] >= ended:
                 count += 1
-        filled[i] = msgspec.structs.replace(call, tool_call_count=count)
-    return filled
+        drafts[i] = (*draft[:5], details._replace(tool_call_count=count))
 
 
 def _as_ns(value: object, fallback: int) -> int:
@@ -615,6 +703,7 @@ def _as_ns(value: object, fallback: int) -> int:
     The SDK keeps whatever times it is given: a NaN, infinite or float time would
     be stored in a run no later read can decode, and a NaN or astronomically large
     one makes Redis (or the float conversion of its score) reject the whole write.
+    The callers test the common case (an int in range) inline first.
     """
     if type(value) is not int:  # rare: the SDK's own clock gives ints
         if isinstance(value, float) and math.isfinite(value):
@@ -626,7 +715,3 @@ def _as_ns(value: object, fallback: int) -> int:
 
 def _first(a: Any, b: Any) -> Any:
     return a if a is not None else b
-
-
-def _hex_or_none(span_id: int | None) -> str | None:
-    return None if span_id is None else f"{span_id:016x}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final, get_args
+from typing import Any, Final, NamedTuple, get_args
 
 import msgspec
 
@@ -310,8 +310,7 @@ class _OutputMessage(msgspec.Struct):
 _OUTPUT_MESSAGES_DECODER: Final = msgspec.json.Decoder(list[_OutputMessage])
 
 
-@dataclass(frozen=True, slots=True)
-class CallDetails:
+class CallDetails(NamedTuple):
     """What an LLM span says about its call; ``None`` means the span did not say."""
 
     output_tokens: int | None
@@ -324,6 +323,30 @@ class CallDetails:
 _NO_DETAILS: Final = CallDetails(None, None, None, None, None)
 
 
+class _DetailShape(NamedTuple):
+    """What a span's attribute *names* alone say about reading its call details.
+
+    Spans of one instrumentation carry the same names span after span, so this is
+    worked out once per set of names: which candidate attributes of each field are
+    present (in priority order), and the tool-call count of the flattened layouts
+    (which depends only on the names).
+    """
+
+    output_tokens: tuple[str, ...]
+    prompt_tokens: tuple[str, ...]
+    total_tokens: tuple[str, ...]
+    model_name: tuple[str, ...]
+    messages: bool
+    finish_reasons: bool
+    flat_tool_calls: int | None
+
+
+# Bounded like the name cache: cleared when full; very long name sets are not kept.
+_SHAPE_CACHE_SIZE: Final = 512
+_SHAPE_CACHE_MAX_KEYS: Final = 256
+_shape_cache: dict[tuple[object, ...], _DetailShape] = {}
+
+
 def read_call_details(attributes: Mapping[str, object] | None) -> CallDetails:
     """Token usage, model and requested tool-call count, from whichever convention is present.
 
@@ -333,28 +356,68 @@ def read_call_details(attributes: Mapping[str, object] | None) -> CallDetails:
     """
     if attributes is None:
         return _NO_DETAILS
-    known = _wanted_values(attributes, _DETAIL_ATTRIBUTES)
-    output_tokens = _first_count(known, _OUTPUT_TOKEN_ATTRIBUTES)
-    prompt_tokens = _first_count(known, _PROMPT_TOKEN_ATTRIBUTES)
-    total_tokens = _first_count(known, _TOTAL_TOKEN_ATTRIBUTES)
+    values = attributes if type(attributes) is dict else _as_dict(attributes)
+    if not values:
+        return _NO_DETAILS
+    names = tuple(values)
+    shape = _shape_cache.get(names)
+    if shape is None:
+        shape = _detail_shape(names)
+        if len(names) <= _SHAPE_CACHE_MAX_KEYS:
+            if len(_shape_cache) >= _SHAPE_CACHE_SIZE:
+                _shape_cache.clear()
+            _shape_cache[names] = shape
+    output_tokens = _first_count(values, shape.output_tokens)
+    prompt_tokens = _first_count(values, shape.prompt_tokens)
+    total_tokens = _first_count(values, shape.total_tokens)
     if total_tokens is None and output_tokens is not None and prompt_tokens is not None:
         total_tokens = output_tokens + prompt_tokens
     return CallDetails(
-        output_tokens=output_tokens,
-        prompt_tokens=prompt_tokens,
-        total_tokens=total_tokens,
-        model_name=_first_name(known, _MODEL_ATTRIBUTES),
-        tool_call_count=_tool_call_count(attributes, known),
+        output_tokens,
+        prompt_tokens,
+        total_tokens,
+        _first_name(values, shape.model_name),
+        _tool_call_count(values, shape),
     )
 
 
-def _first_count(values: Mapping[str, object], attributes: Iterable[str]) -> int | None:
-    for attribute in attributes:
-        value = values.get(attribute)
+def _as_dict(attributes: Mapping[str, object]) -> dict[Any, object]:
+    """A plain copy of a mapping; only the wanted keys when it cannot be iterated."""
+    try:
+        return dict(attributes)
+    except (RuntimeError, TypeError):  # changed while iterated, or odd keys
+        pass
+    values: dict[Any, object] = {}
+    for key in _DETAIL_ATTRIBUTES:
+        value = attributes.get(key)
         if value is not None:
-            count = _as_count(value)
-            if count is not None:
-                return count
+            values[key] = value
+    return values
+
+
+def _detail_shape(names: tuple[object, ...]) -> _DetailShape:
+    present = _DETAIL_ATTRIBUTES.intersection(names)
+    flat = [name for name in names if isinstance(name, str) and name.startswith(_FLAT_PREFIXES)]
+    return _DetailShape(
+        output_tokens=_in_order(_OUTPUT_TOKEN_ATTRIBUTES, present),
+        prompt_tokens=_in_order(_PROMPT_TOKEN_ATTRIBUTES, present),
+        total_tokens=_in_order(_TOTAL_TOKEN_ATTRIBUTES, present),
+        model_name=_in_order(_MODEL_ATTRIBUTES, present),
+        messages=_GENAI_OUTPUT_MESSAGES in present,
+        finish_reasons=_GENAI_FINISH_REASONS in present,
+        flat_tool_calls=_count_flat_tool_calls(flat),
+    )
+
+
+def _in_order(candidates: tuple[str, ...], present: frozenset[str]) -> tuple[str, ...]:
+    return tuple(attribute for attribute in candidates if attribute in present)
+
+
+def _first_count(values: Mapping[Any, object], attributes: Iterable[str]) -> int | None:
+    for attribute in attributes:
+        count = _as_count(values.get(attribute))
+        if count is not None:
+            return count
     return None
 
 
@@ -385,7 +448,7 @@ def _as_name(value: object) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
-def _first_name(values: Mapping[str, object], attributes: Iterable[str]) -> str | None:
+def _first_name(values: Mapping[Any, object], attributes: Iterable[str]) -> str | None:
     for attribute in attributes:
         name = _as_name(values.get(attribute))
         if name is not None:
@@ -393,7 +456,7 @@ def _first_name(values: Mapping[str, object], attributes: Iterable[str]) -> str 
     return None
 
 
-def _tool_call_count(attributes: Mapping[str, object], known: Mapping[str, object]) -> int | None:
+def _tool_call_count(values: Mapping[Any, object], shape: _DetailShape) -> int | None:
     """Tool calls the model requested; ``None`` when the span does not tell.
 
     Counted from recorded output messages (GenAI JSON, then flattened keys). Without
@@ -401,10 +464,14 @@ def _tool_call_count(attributes: Mapping[str, object], known: Mapping[str, objec
     reason without messages leaves the number unknown. A count of 0 that contradicts a
     ``tool_calls`` finish reason (messages truncated by attribute limits) is unknown too.
     """
-    count = _count_genai_tool_call_parts(known.get(_GENAI_OUTPUT_MESSAGES))
+    count = None
+    if shape.messages:
+        count = _count_genai_tool_call_parts(values.get(_GENAI_OUTPUT_MESSAGES))
     if count is None:
-        count = _count_flat_tool_calls(attributes)
-    tools_requested = _finish_reasons_request_tools(known.get(_GENAI_FINISH_REASONS))
+        count = shape.flat_tool_calls
+    tools_requested = None
+    if shape.finish_reasons:
+        tools_requested = _finish_reasons_request_tools(values.get(_GENAI_FINISH_REASONS))
     if count is None:
         return 0 if tools_requested is False else None
     if count == 0 and tools_requested:
@@ -422,13 +489,8 @@ def _count_genai_tool_call_parts(raw: object) -> int | None:
     return sum(part.type == _GENAI_TOOL_CALL_PART for message in messages for part in message.parts)
 
 
-def _count_flat_tool_calls(attributes: Mapping[str, object]) -> int | None:
-    try:
-        keys = [
-            key for key in attributes if isinstance(key, str) and key.startswith(_FLAT_PREFIXES)
-        ]
-    except (RuntimeError, TypeError):
-        return None
+def _count_flat_tool_calls(keys: list[str]) -> int | None:
+    """Tool calls in the flattened layouts, from the attribute names that use them."""
     if not keys:
         return None
     # First layout with recorded messages wins, so a span written in two layouts counts once.
@@ -468,17 +530,20 @@ def _canonical_index(digits: str) -> str:
 
 def _finish_reasons_request_tools(value: object) -> bool | None:
     """True/False when finish reasons are present and do/don't ask for tools, else None."""
-    reasons: tuple[object, ...]
+    reasons: tuple[object, ...] | list[object]
     if isinstance(value, str):
         reasons = (value,)
     elif isinstance(value, (list, tuple)):
-        reasons = tuple(value)
+        reasons = value
     else:
         return None
-    texts = [reason.strip().lower() for reason in reasons if isinstance(reason, str)]
-    if not texts:
-        return None
-    return any(text in _TOOL_FINISH_REASONS for text in texts)
+    seen = False
+    for reason in reasons:
+        if isinstance(reason, str):
+            seen = True
+            if reason in _TOOL_FINISH_REASONS or reason.strip().lower() in _TOOL_FINISH_REASONS:
+                return True
+    return False if seen else None
 
 
 # --- entity names and overrides ---------------------------------------------------------------
