@@ -576,8 +576,13 @@ class RunAssembler:
 
     def _remove_members(self, trace: Trace, members: list[Node]) -> None:
         """Drop an emitted or discarded subtree (``members[0]`` is its root)."""
-        self._unlink_from_parent(trace, members[0])
         nodes = trace.nodes
+        if len(members) == len(nodes) and all(n.state >= ENDED for n in members):
+            # The common case: the run was the whole trace, and all of it has ended.
+            nodes.clear()
+            trace.children.clear()
+            return
+        self._unlink_from_parent(trace, members[0])
         children = trace.children
         for node in members:
             state = node.state

@@ -265,6 +265,16 @@ _GENAI_TOOL_CALL_PART: Final = "tool_call"
 _GENAI_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
 #: Finish reasons that mean the model asked for tools (provider spellings differ).
 _TOOL_FINISH_REASONS: Final = frozenset({"tool_calls", "tool_call", "function_call", "tool_use"})
+#: Spellings seen verbatim, answered without normalising (the rest are stripped and lowered).
+_FINISH_REASON_ASKS: Final[Mapping[str, bool]] = {
+    **{reason: True for reason in _TOOL_FINISH_REASONS},
+    **{reason.upper(): True for reason in _TOOL_FINISH_REASONS},
+    **{
+        reason: False
+        for reason in ("stop", "length", "end_turn", "max_tokens", "content_filter", "STOP")
+    },
+    **{"MAX_TOKENS": False, "LENGTH": False, "END_TURN": False, "SAFETY": False},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +331,7 @@ class CallDetails(NamedTuple):
 
 
 _NO_DETAILS: Final = CallDetails(None, None, None, None, None)
+_new_details: Final = tuple.__new__
 
 
 class _DetailShape(NamedTuple):
@@ -372,12 +383,11 @@ def read_call_details(attributes: Mapping[str, object] | None) -> CallDetails:
     total_tokens = _first_count(values, shape.total_tokens)
     if total_tokens is None and output_tokens is not None and prompt_tokens is not None:
         total_tokens = output_tokens + prompt_tokens
-    return CallDetails(
-        output_tokens,
-        prompt_tokens,
-        total_tokens,
-        _first_name(values, shape.model_name),
-        _tool_call_count(values, shape),
+    model_name = _first_name(values, shape.model_name)
+    # tuple.__new__ directly: a NamedTuple's own constructor is a Python function.
+    return _new_details(
+        CallDetails,
+        (output_tokens, prompt_tokens, total_tokens, model_name, _tool_call_count(values, shape)),
     )
 
 
@@ -415,7 +425,10 @@ def _in_order(candidates: tuple[str, ...], present: frozenset[str]) -> tuple[str
 
 def _first_count(values: Mapping[Any, object], attributes: Iterable[str]) -> int | None:
     for attribute in attributes:
-        count = _as_count(values.get(attribute))
+        value = values.get(attribute)
+        if type(value) is int and 0 <= value <= _MAX_TOKENS:  # the common case, inline
+            return value
+        count = _as_count(value)
         if count is not None:
             return count
     return None
@@ -541,7 +554,10 @@ def _finish_reasons_request_tools(value: object) -> bool | None:
     for reason in reasons:
         if isinstance(reason, str):
             seen = True
-            if reason in _TOOL_FINISH_REASONS or reason.strip().lower() in _TOOL_FINISH_REASONS:
+            asks = _FINISH_REASON_ASKS.get(reason)
+            if asks is None:
+                asks = reason.strip().lower() in _TOOL_FINISH_REASONS
+            if asks:
                 return True
     return False if seen else None
 
