@@ -105,9 +105,10 @@ class RunAssembler:
         # Span ids of ended members of emitted runs: a span that starts under one of
         # them (an instrumentation left a finished span current) starts afresh.
         self._emitted_members: OrderedDict[tuple[int, int], None] = OrderedDict()
-        # WAITING run roots (streams read after their parent ended): span id ->
-        # (trace id, root) until their run closes or the grace time is up.
-        self._waiting: dict[int, tuple[int, Node]] = {}
+        # WAITING run roots (streams read after their parent ended): (trace id, span
+        # id) -> (trace id, root) until their run closes or the grace time is up.
+        # Keyed by both ids: span ids repeat across traces in replayed or odd input.
+        self._waiting: dict[tuple[int, int], tuple[int, Node]] = {}
         # Run root span name at start -> the agent id its run was stored under, for
         # hint lookups that only see the start (identity.alias_key).
         self._aliases: dict[str, str] = {}
@@ -378,7 +379,7 @@ class RunAssembler:
         # its parent ended): the run waits for it, within the grace time.
         if move(root, WAITING, self.counters):
             root.waiting_until = self._clock() + grace
-            self._waiting[root.span_id] = (trace_id, root)
+            self._waiting[(trace_id, root.span_id)] = (trace_id, root)
             self._mark_above_run(trace, root)
         else:
             self._emit(trace_id, trace, root, members)
@@ -430,7 +431,7 @@ class RunAssembler:
         self, trace_id: int, trace: Trace, root: Node, members: list[_Member] | None = None
     ) -> None:
         if root.state is WAITING:
-            self._waiting.pop(root.span_id, None)
+            self._waiting.pop((trace_id, root.span_id), None)
         if members is None:
             members = list(self._subtree(trace, root))
         if trace.damaged or root.start_ns < self._damaged_before_ns:
@@ -626,7 +627,7 @@ class RunAssembler:
             return
         for node in trace.nodes.values():
             if node.state is WAITING:
-                self._waiting.pop(node.span_id, None)
+                self._waiting.pop((trace_id, node.span_id), None)
         if any(n.state in _HOLDS_A_RUN for n in trace.nodes.values()):
             self.counters.runs_evicted += 1
         self._evicted_span_ids.extend(n.span_id for n in trace.nodes.values() if n.state < ENDED)
