@@ -166,7 +166,7 @@ class RunAssembler:
             self._finish(node, span)
             if node.local_root or self._is_agent(node):
                 # A possible run root: walk what is beneath it once, for every decision.
-                members = list(self._subtree(trace, node))
+                members = self._subtree(trace, node)
                 if self._is_run_root(trace, node, members):
                     self._emit_or_wait(trace_id, trace, node, members)
                 elif node.local_root:
@@ -371,18 +371,18 @@ class RunAssembler:
     def _emit_or_wait(
         self, trace_id: int, trace: Trace, root: Node, members: list[_Member]
     ) -> None:
-        grace = self._config.run_grace_seconds
-        if grace <= 0 or all(n.state >= ENDED for n, _ in members):
-            self._emit(trace_id, trace, root, members)
-            return
-        # A call is still open beneath the ended root (typically a stream read after
-        # its parent ended): the run waits for it, within the grace time.
-        if move(root, WAITING, self.counters):
-            root.waiting_until = self._clock() + grace
-            self._waiting[(trace_id, root.span_id)] = (trace_id, root)
-            self._mark_above_run(trace, root)
-        else:
-            self._emit(trace_id, trace, root, members)
+        may_wait = self._config.run_grace_seconds > 0
+        self._emit(trace_id, trace, root, members, may_wait=may_wait)
+
+    def _wait(self, trace_id: int, trace: Trace, root: Node) -> bool:
+        """A call is still open beneath the ended root (typically a stream read after its
+        parent ended): the run waits for it, within the grace time."""
+        if not move(root, WAITING, self.counters):
+            return False
+        root.waiting_until = self._clock() + self._config.run_grace_seconds
+        self._waiting[(trace_id, root.span_id)] = (trace_id, root)
+        self._mark_above_run(trace, root)
+        return True
 
     def _emit_if_closed(self, trace_id: int, trace: Trace, node: Node) -> None:
         """Emit the waiting run ``node`` belongs to once nothing beneath it is open."""
@@ -400,18 +400,19 @@ class RunAssembler:
                 move(ancestor, new, self.counters)
 
     @staticmethod
-    def _subtree(trace: Trace, root: Node, *, skip_waiting: bool = False) -> Iterator[_Member]:
-        """Nodes under ``root`` (itself included) with the scope path above each.
+    def _subtree(trace: Trace, root: Node, *, skip_waiting: bool = False) -> list[_Member]:
+        """Nodes under ``root`` (itself first) with the scope path above each.
 
         ``skip_waiting`` leaves out the runs beneath that wait for open calls.
         """
         nodes = trace.nodes
         children = trace.children
+        members: list[_Member] = []
         stack: list[_Member] = [(root, ())]
         seen = {root.span_id}
         while stack:
-            node, path = stack.pop()
-            yield node, path
+            node, path = member = stack.pop()
+            members.append(member)
             below = children.get(node.span_id)
             if not below:
                 continue
@@ -426,26 +427,42 @@ class RunAssembler:
                     continue
                 seen.add(child_id)
                 stack.append((child, path))
+        return members
 
     def _emit(
-        self, trace_id: int, trace: Trace, root: Node, members: list[_Member] | None = None
+        self,
+        trace_id: int,
+        trace: Trace,
+        root: Node,
+        members: list[_Member] | None = None,
+        *,
+        may_wait: bool = False,
     ) -> None:
+        """Emit the run of ``root``; with ``may_wait``, wait instead while a span beneath
+        it is open (found on the one pass over its members)."""
         if root.state is WAITING:
             self._waiting.pop((trace_id, root.span_id), None)
         if members is None:
-            members = list(self._subtree(trace, root))
+            members = self._subtree(trace, root)
         if trace.damaged or root.start_ns < self._damaged_before_ns:
+            open_beneath = may_wait and any(n.state < ENDED for n, _ in members)
+            if open_beneath and self._wait(trace_id, trace, root):
+                return
             # Whole runs or nothing: a run that lost events is never stored or learned.
             self.counters.runs_dropped_overload += 1
-            self._drop_emitted(trace_id, trace, root, members)
+            self._drop_emitted(trace_id, trace, root, members, complete=False)
             return
         drafts: list[_Draft] = []
         nested_in_llm: set[int] = set()
         first_agent: Node | None = None  # the first agent span beneath the root
         graph_node: Node | None = None  # the first generic graph node beneath the root
         complete = True
+        has_tools = unknown_counts = False
         for node, path in members:
             if node.state < ENDED:
+                if may_wait and self._wait(trace_id, trace, root):
+                    return
+                may_wait = False
                 complete = False
                 continue
             scope = node.scope
@@ -453,8 +470,10 @@ class RunAssembler:
                 if node.span_id not in nested_in_llm:
                     inner = self._inner_llm_calls(trace, node, nested_in_llm)
                     details = _llm_details(node, inner)
+                    unknown_counts = unknown_counts or details.tool_call_count is None
                     drafts.append((node.start_ns, node.end_ns, len(drafts), node, path, details))
             elif scope == "tool":
+                has_tools = True
                 drafts.append((node.start_ns, node.end_ns, len(drafts), node, path, None))
             elif scope == "agent" and node is not root:
                 if not identity.is_graph_node(scope, node.name, node.attributes):
@@ -463,7 +482,8 @@ class RunAssembler:
                 elif graph_node is None or node.start_ns < graph_node.start_ns:
                     graph_node = node
         drafts.sort()
-        _fill_tool_call_counts(drafts)
+        if has_tools and unknown_counts:
+            _fill_tool_call_counts(drafts)
         limit = self._config.max_calls_per_run
         if len(drafts) > limit:
             self.counters.calls_truncated += len(drafts) - limit
@@ -486,7 +506,7 @@ class RunAssembler:
         self._completed.append(run)
         self.counters.runs_completed += 1
         self.counters.runs_truncated += not complete
-        self._drop_emitted(trace_id, trace, root, members)
+        self._drop_emitted(trace_id, trace, root, members, complete=complete)
 
     def _call_records(self, drafts: list[_Draft]) -> tuple[CallRecord, ...]:
         """Each call's record, built once from its node and details."""
@@ -533,12 +553,12 @@ class RunAssembler:
         return tuple(records)
 
     def _drop_emitted(
-        self, trace_id: int, trace: Trace, root: Node, members: list[_Member]
+        self, trace_id: int, trace: Trace, root: Node, members: list[_Member], *, complete: bool
     ) -> None:
         self._mark_above_run(trace, root)
         nodes = [member for member, _ in members]
         self._remember_emitted(trace_id, nodes)
-        self._remove_members(trace, nodes)
+        self._remove_members(trace, nodes, all_ended=complete)
 
     def _remember_emitted(self, trace_id: int, members: list[Node]) -> None:
         emitted = self._emitted_members
@@ -575,10 +595,12 @@ class RunAssembler:
 
     # --- cleanup ------------------------------------------------------------------------------
 
-    def _remove_members(self, trace: Trace, members: list[Node]) -> None:
+    def _remove_members(
+        self, trace: Trace, members: list[Node], *, all_ended: bool = False
+    ) -> None:
         """Drop an emitted or discarded subtree (``members[0]`` is its root)."""
         nodes = trace.nodes
-        if len(members) == len(nodes) and all(n.state >= ENDED for n in members):
+        if len(members) == len(nodes) and (all_ended or all(n.state >= ENDED for n in members)):
             # The common case: the run was the whole trace, and all of it has ended.
             nodes.clear()
             trace.children.clear()
@@ -679,14 +701,10 @@ def _fill_tool_call_counts(drafts: list[_Draft]) -> None:
 
     When an LLM span does not say how many tools the model asked for, the tool
     calls under the same parent that start after it ended and before the next
-    LLM call there are what it asked for. Only done when the run has tool spans
-    at all: without them tools are not traced and the count stays unknown.
-    ``drafts`` are in start order.
+    LLM call there are what it asked for. Only called when the run has tool spans
+    at all (without them tools are not traced and the count stays unknown) and
+    some count is unknown. ``drafts`` are in start order.
     """
-    if not any(d[5] is None for d in drafts) or all(
-        d[5].tool_call_count is not None for d in drafts if d[5] is not None
-    ):
-        return
     for i, draft in enumerate(drafts):
         details = draft[5]
         if details is None or details.tool_call_count is not None:
