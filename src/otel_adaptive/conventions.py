@@ -265,7 +265,7 @@ _GENAI_TOOL_CALL_PART: Final = "tool_call"
 _GENAI_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
 #: Finish reasons that mean the model asked for tools (provider spellings differ).
 _TOOL_FINISH_REASONS: Final = frozenset({"tool_calls", "tool_call", "function_call", "tool_use"})
-#: Spellings seen verbatim, answered without normalising (the rest are stripped and lowered).
+#: Common spellings, answered by one lookup; any other is stripped and lowered first.
 _FINISH_REASON_ASKS: Final[Mapping[str, bool]] = {
     **{reason: True for reason in _TOOL_FINISH_REASONS},
     **{reason.upper(): True for reason in _TOOL_FINISH_REASONS},
