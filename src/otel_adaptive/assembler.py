@@ -285,7 +285,8 @@ class RunAssembler:
         attributes = _plain_attributes(span)
         raw_name = span.name
         node.live = None
-        node.name = self._cut(raw_name)
+        if raw_name != node.name:  # renamed while open (cutting twice changes nothing)
+            node.name = self._cut(raw_name)
         start = span.start_time
         if type(start) is int and 0 < start < _NS_LIMIT:
             node.start_ns = start
@@ -468,8 +469,10 @@ class RunAssembler:
             scope = node.scope
             if scope == "llm":
                 if node.span_id not in nested_in_llm:
-                    inner = self._inner_llm_calls(trace, node, nested_in_llm)
-                    details = _llm_details(node, inner)
+                    details = conventions.read_call_details(node.attributes)
+                    if node.span_id in trace.children:  # not a leaf: maybe seen twice
+                        inner = self._inner_llm_calls(trace, node, nested_in_llm)
+                        details = _with_inner_details(details, inner)
                     unknown_counts = unknown_counts or details.tool_call_count is None
                     drafts.append((node.start_ns, node.end_ns, len(drafts), node, path, details))
             elif scope == "tool":
@@ -570,8 +573,6 @@ class RunAssembler:
 
     def _inner_llm_calls(self, trace: Trace, outer: Node, nested: set[int]) -> list[Node]:
         """LLM spans nested in an LLM span: the same call seen by two instrumentations."""
-        if outer.span_id not in trace.children:
-            return []  # the common case: a leaf
         inner = []
         for node, _ in self._subtree(trace, outer):
             if node is not outer and node.state >= ENDED and node.scope == "llm":
@@ -680,9 +681,10 @@ def _plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
         return attributes
 
 
-def _llm_details(node: Node, inner: list[Node]) -> conventions.CallDetails:
+def _with_inner_details(
+    details: conventions.CallDetails, inner: list[Node]
+) -> conventions.CallDetails:
     """The outer span speaks for the call; inner spans fill what it lacks (counted once)."""
-    details = conventions.read_call_details(node.attributes)
     for other in inner:
         if None not in (
             details.output_tokens,
