@@ -11,6 +11,7 @@ requests, bytes and spans received so far (spans are counted when the
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 import threading
@@ -73,6 +74,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != PATH:
             self._reply(404, b"", "text/plain")
             return
+        if self.headers.get("Content-Encoding", "").lower() == "gzip":
+            body = gzip.decompress(body)
         TOTALS.add(body)
         self._reply(200, _OK_BODY, "application/x-protobuf")
 
