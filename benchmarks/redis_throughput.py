@@ -508,8 +508,8 @@ def main() -> None:
             "round trips, commands executed, new connections, bytes in/out, exporter/app/"
             "server CPU µs (see the docstring); medians over rounds\n"
         )
-        print(HEADER)
         for llm_calls in args.llm_calls:
+            print(HEADER)  # one table per run size: the ratios line ends each
             rows: dict[str, dict[str, Any]] = {}
             for case in _cases(args, llm_calls, targets):
                 rows[case.name] = summarize([measure(case) for _ in range(args.rounds)])
