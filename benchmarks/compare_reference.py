@@ -475,8 +475,8 @@ def throughput_table(rows: dict[str, dict[str, Any]]) -> list[str]:
             f"| {name} | **{row['runs_per_s']:.0f}** "
             f"| {row['runs_per_s_min']:.0f}-{row['runs_per_s_max']:.0f} "
             f"| {row['runs_total']} | {row['runs_stored_total']} "
-            f"| {row['runs_lost_percent']:.1f} | {row['commands_per_run']:.2f} "
-            f"| {sent if sent is not None else row['commands_per_run']:.2f} "
+            f"| {row['runs_lost_percent']:.1f} | {row['commands_per_run']:.3f} "
+            f"| {sent if sent is not None else row['commands_per_run']:.3f} "
             f"| {row['new_connections_per_run']:.3f} | {row['bytes_in_per_run']:.0f} "
             f"| {row['app_cpu_us_per_run']:.0f} | {row['baseline_app_cpu_us_per_run']:.0f} "
             f"| {row['app_cpu_overhead_ratio']:.2f} | {row['app_wall_overhead_ratio']:.2f} "
@@ -487,8 +487,8 @@ def throughput_table(rows: dict[str, dict[str, Any]]) -> list[str]:
         lines += [
             "",
             f"otel-adaptive / reference: runs/s **{ours['runs_per_s'] / ref['runs_per_s']:.1f}x**"
-            f"; commands per run {ours['commands_per_run'] / ref['commands_per_run']:.2f}x "
-            f"(sent {ours['commands_sent_per_run'] / ref['commands_per_run']:.3f}x); "
+            f"; commands per run {ours['commands_per_run'] / ref['commands_per_run']:.4f}x "
+            f"(sent {ours['commands_sent_per_run'] / ref['commands_per_run']:.4f}x); "
             f"app-thread CPU per run {ours['app_cpu_us_per_run'] / ref['app_cpu_us_per_run']:.2f}x",
         ]
     return lines
