@@ -283,8 +283,8 @@ def _trie_fields(processor: SpanProcessor | None) -> int | None:
 
 def cases(calls: list[int], stores: list[str], with_otlp: bool) -> list[Case]:
     out: list[Case] = []
-    configs = [SDK, *([MEMORY] if "memory" in stores else []), *([REDIS] if "redis" in stores
-               else []), *([OTLP] if with_otlp else [])]  # fmt: skip
+    wanted = {SDK: True, MEMORY: "memory" in stores, REDIS: "redis" in stores, OTLP: with_otlp}
+    configs = [config for config, on in wanted.items() if on]
     for n in calls:
         out.extend(Case(f"{n} calls, {c}", c, n) for c in configs)
     # The learned-state ratio on the first run size only: it is about state, not runs.
