@@ -91,7 +91,8 @@ class Node:
     parent_finished: bool = False  # its parent belonged to a run already emitted
     end_ns: int = 0
     scope: ScopeType = "unknown"
-    attributes: Mapping[str, Any] | None = None  # a plain dict once ended
+    # Once ended: a plain dict copy (the span's own mapping if it could not be copied).
+    attributes: Mapping[str, Any] | None = None
     service_name: str | None = None
     waiting_until: float | None = None  # the grace deadline while WAITING
 
@@ -122,8 +123,16 @@ def move(node: Node, new: NodeState, counters: _Counts) -> bool:
 
 
 __all__ = [
+    "ABOVE_RUN_FROM",
+    "DETACHED",
+    "ENDED",
+    "ENDED_ABOVE_RUN",
+    "ENDED_FROM",
     "INITIAL_STATES",
     "LEGAL_TRANSITIONS",
+    "OPEN",
+    "OPEN_ABOVE_RUN",
+    "WAITING",
     "Node",
     "NodeState",
     "Trace",
