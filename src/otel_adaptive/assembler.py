@@ -164,7 +164,7 @@ class RunAssembler:
             self._forget(trace, node)
         else:
             self._finish(node, span)
-            if node.local_root or self._is_agent(node):
+            if node.local_root or (node.scope == "agent" and self._is_agent(node)):
                 # A possible run root: walk what is beneath it once, for every decision.
                 members = self._subtree(trace, node)
                 if self._is_run_root(trace, node, members):
