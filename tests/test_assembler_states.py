@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
 from otel_adaptive import _run_tree, conventions, identity
 from otel_adaptive._run_tree import (
@@ -27,7 +27,7 @@ from otel_adaptive._run_tree import (
     NodeState,
     move,
 )
-from otel_adaptive.assembler import AssemblerCounters, RunAssembler
+from otel_adaptive.assembler import AssemblerCounters, RunAssembler, _plain_attributes
 from otel_adaptive.config import AdaptiveConfig
 from otel_adaptive.records import STRUCTURAL_SCOPES, CallRecord, RunRecord
 from test_assembler import _Clock, _span, span_streams
@@ -379,3 +379,69 @@ def test_interleaved_runs_end_in_legal_states_and_equal_the_reference(
     assert got == sorted(expected, key=lambda run: run.id)
     assert assembler.open_traces == 0  # every node left its tree with its run
     assert assembler.counters.late_spans == assembler.counters.runs_truncated == 0
+
+
+# --- the per-event path: attributes copied once, names and shapes remembered, bounded --------
+
+
+def test_sdk_span_attributes_are_copied_into_a_plain_dict() -> None:
+    provider = TracerProvider()
+    span = provider.get_tracer("t").start_span("chat m", attributes=CHAT)
+    span.set_attribute("gen_ai.request.model", "m")
+    live = _plain_attributes(span)
+    span.end()
+    assert type(live) is dict
+    assert live == {**CHAT, "gen_ai.request.model": "m"}
+    live["mutated"] = 1  # a copy: the span is not changed through it
+    assert "mutated" not in span.attributes
+
+
+class _OwnAttributes(ReadableSpan):
+    """A span class whose ``attributes`` is its own, not the SDK's view of ``_attributes``."""
+
+    @property
+    def attributes(self) -> Any:
+        return _Unlistable(self._attributes or {})
+
+
+class _Unlistable(dict[str, Any]):
+    """A mapping that cannot be iterated (as if changed while iterated); lookups work."""
+
+    def __iter__(self) -> Any:
+        raise RuntimeError("changed while iterated")
+
+    def keys(self) -> Any:
+        raise RuntimeError("changed while iterated")
+
+
+def test_other_span_classes_are_read_through_their_attributes_even_if_not_copyable() -> None:
+    own = _OwnAttributes(
+        name="chat",
+        context=_span(2, None).context,
+        parent=_span(1, None).context,
+        attributes=CHAT,
+        start_time=2,
+        end_time=3,
+    )
+    attributes = _plain_attributes(own)
+    assert type(attributes) is _Unlistable  # kept as is: not copyable, still readable
+    assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
+    assembler.span_started(_span(1, None, start=1))
+    assembler.span_ended(own)
+    assembler.span_ended(_span(1, None, "agent", AGENT, 1, 4))
+    [run] = assembler.take_completed()
+    assert [(call.kind, call.output_tokens) for call in run.calls] == [("llm", 3)]
+
+
+def test_name_memo_and_detail_shapes_stay_bounded() -> None:
+    assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
+    for i in range(5000):
+        assert assembler._cut(f"name-{i}") == f"name-{i}"
+    long_name = "x" * 600
+    assert assembler._cut(long_name) == long_name[: AdaptiveConfig().max_name_length]
+    assert len(assembler._names) <= 4096
+    assert long_name not in assembler._names
+    for i in range(1000):
+        details = conventions.read_call_details({f"k{i}": 1, "gen_ai.usage.output_tokens": i})
+        assert details.output_tokens == i
+    assert len(conventions._shape_cache) <= 512

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.sdk.trace import ReadableSpan, Span
+from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_adaptive import conventions, identity
 from otel_adaptive._run_tree import (
@@ -63,8 +63,10 @@ _REMEMBERED_DAMAGED = 65536
 #: high-cardinality names cost memory only up to this and then one recomputation.
 _NAME_MEMO_SIZE: Final = 4096
 _NAME_MEMO_MAX_LENGTH: Final = 512
-#: Span classes whose ``attributes`` is a read-only view of ``_attributes`` (the SDK's).
-_SDK_SPAN_TYPES: Final = (ReadableSpan, Span)
+#: The SDK's ``attributes`` property: a read-only view of the span's ``_attributes``.
+#: Classes that keep it (the SDK's snapshots and live spans) are read through the
+#: backing mapping; any other class through its own ``attributes``.
+_SDK_ATTRIBUTES_VIEW: Final = ReadableSpan.attributes
 #: States in which a trace still holds part of a run not yet emitted (for eviction).
 _HOLDS_A_RUN: Final = frozenset({OPEN, ENDED, WAITING})
 
@@ -664,7 +666,7 @@ def _plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     dict is copied in C instead. Other spans' mappings are copied generically; one
     that cannot be iterated is kept as is (the convention readers tolerate any).
     """
-    if type(span) in _SDK_SPAN_TYPES:
+    if getattr(type(span), "attributes", None) is _SDK_ATTRIBUTES_VIEW:
         raw = getattr(span, "_attributes", None)
         if type(raw) is BoundedAttributes:
             inner = getattr(raw, "_dict", None)
