@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from redis.cluster import RedisCluster
 
 from otel_adaptive import _learned_state
+from otel_adaptive._store_writer import MAX_PENDING_BATCHES
 from otel_adaptive.learners.base import Mergeable
 from otel_adaptive.learners.parallelism import ToolParallelismLearner
 from otel_adaptive.learners.trie import PredictionTrieLearner
@@ -50,6 +51,7 @@ def make_processor(
     """A processor that learns and writes only when flushed: counts do not depend on timing."""
     config.setdefault("learn_interval_millis", 60_000)
     return _make_processor(**config)
+
 
 # --- the documented tables --------------------------------------------------------------------
 
@@ -112,69 +114,155 @@ def test_processor_and_store_stats_match_the_documented_tables_with_redis(
 
 # --- which test asserts which counter exactly -------------------------------------------------
 
-_HERE = "test_counters_exact"
+#: Test module -> test function -> the (whose stats, counter) it asserts exactly.
+_ASSERTED_BY: dict[str, dict[str, list[tuple[str, str]]]] = {
+    "test_processor": {
+        "test_full_queue_never_blocks_the_application_and_counts_drops": [
+            (PROCESSOR, "spans_started"),
+            (PROCESSOR, "spans_ended"),
+        ],
+        "test_never_ended_run_is_evicted_and_counted": [
+            (PROCESSOR, "live_spans"),
+            (PROCESSOR, "runs_evicted"),
+        ],
+        "test_one_run_with_overlapping_same_name_calls_is_assembled_exactly": [
+            (PROCESSOR, "runs_completed"),
+            (PROCESSOR, "runs_stored"),
+        ],
+        "test_calls_beyond_the_cap_are_truncated_and_counted": [
+            (PROCESSOR, "calls_truncated"),
+        ],
+        "test_agent_only_policy_ignores_traces_without_agents": [
+            (PROCESSOR, "spans_outside_runs"),
+        ],
+    },
+    "test_counters_exact": {
+        "test_a_full_queue_drops_events_and_their_runs_whole": [
+            (PROCESSOR, "events_dropped"),
+            (PROCESSOR, "queue_depth"),
+            (PROCESSOR, "runs_dropped_overload"),
+        ],
+        "test_spans_beyond_the_live_bounds_are_counted_untracked": [
+            (PROCESSOR, "live_spans_untracked"),
+        ],
+        "test_errors_on_the_hot_path_are_swallowed_and_counted": [
+            (PROCESSOR, "hot_path_errors"),
+        ],
+        "test_a_run_with_open_spans_is_stored_truncated_and_its_late_span_counted": [
+            (PROCESSOR, "runs_truncated"),
+            (PROCESSOR, "late_spans"),
+            (PROCESSOR, "runs_learned"),
+        ],
+        "test_traces_beyond_the_capacity_are_evicted_and_counted": [
+            (PROCESSOR, "traces_evicted_capacity"),
+        ],
+        "test_span_events_seen_twice_are_counted_once_each": [
+            (PROCESSOR, "duplicate_spans"),
+        ],
+        "test_runs_and_batches_of_an_agent_with_bad_data_are_not_written": [
+            (PROCESSOR, "runs_not_written"),
+        ],
+        "test_an_unreachable_store_keeps_what_it_can_and_counts_the_rest": [
+            (PROCESSOR, "runs_pending_store"),
+            (PROCESSOR, "batches_pending_store"),
+            (PROCESSOR, "batches_dropped_buffer_full"),
+            (PROCESSOR, "store_errors"),
+        ],
+        "test_a_batch_the_store_raises_on_is_counted_unstorable": [
+            (PROCESSOR, "batches_unstorable"),
+        ],
+        "test_a_batch_the_store_had_applied_already_is_counted_deduplicated": [
+            (PROCESSOR, "batches_deduplicated"),
+        ],
+        "test_fields_beyond_the_per_agent_bound_are_dropped_and_counted": [
+            (PROCESSOR, "learned_fields_dropped"),
+        ],
+        "test_agents_beyond_the_bound_are_refused_or_make_room": [
+            (PROCESSOR, "agents_learned"),
+            (PROCESSOR, "agents_over_limit"),
+            (PROCESSOR, "agents_evicted"),
+        ],
+        "test_a_failing_learner_is_counted_once_per_interval": [
+            (PROCESSOR, "learner_errors"),
+        ],
+        "test_refreshes_and_their_failures_are_counted": [
+            (PROCESSOR, "exporter_errors"),
+            (PROCESSOR, "refreshes"),
+            (PROCESSOR, "agents_refreshed"),
+            (PROCESSOR, "refresh_errors"),
+        ],
+        "test_a_folded_shard_is_counted_and_its_writer_redoes_its_merge": [
+            (REDIS_STORE, "merge_retries"),
+            (REDIS_STORE, "shards_folded"),
+        ],
+        "test_redis_store_write_counters_are_exact": [
+            (REDIS_STORE, "bad_data"),
+            (REDIS_STORE, "batches_applied"),
+            (REDIS_STORE, "batches_skipped"),
+            (REDIS_STORE, "runs_saved"),
+            (REDIS_STORE, "runs_replaced"),
+            (REDIS_STORE, "runs_skipped"),
+            (REDIS_STORE, "agents_registered"),
+        ],
+        "test_a_moved_slot_is_one_redirect_and_one_slot_map_refresh": [
+            (REDIS_STORE, "cluster_redirects"),
+            (REDIS_STORE, "slot_map_refreshes"),
+        ],
+    },
+    "test_exporter_pipeline": {
+        "test_spans_after_shutdown_are_not_queued_and_are_counted": [
+            (PROCESSOR, "spans_after_shutdown"),
+        ],
+        "test_a_trace_that_lost_an_event_is_dropped_whole_and_counted": [
+            (PROCESSOR, "open_runs"),
+        ],
+        "test_one_unstorable_run_blocks_neither_the_other_runs_nor_learning": [
+            (PROCESSOR, "runs_unstorable"),
+        ],
+        "test_runs_are_learned_once_per_interval_and_flush_learns_at_once": [
+            (PROCESSOR, "runs_pending_learning"),
+            (PROCESSOR, "batches_merged"),
+        ],
+    },
+    "test_run_identity": {
+        "test_a_failing_hint_lookup_answers_none_and_is_counted": [
+            (PROCESSOR, "hint_errors"),
+        ],
+        "test_calls_in_no_run_are_counted": [
+            (PROCESSOR, "calls_outside_runs"),
+        ],
+    },
+    "test_processor_redis": {
+        "test_outage_longer_than_the_buffer_drops_oldest_and_counts": [
+            (PROCESSOR, "runs_dropped_buffer_full"),
+        ],
+    },
+    "test_redis_store": {
+        "test_a_batch_of_many_agents_is_one_round_trip": [
+            (REDIS_STORE, "commands"),
+            (REDIS_STORE, "round_trips"),
+        ],
+        "test_a_batch_id_is_applied_once": [
+            (REDIS_STORE, "batches_deduplicated"),
+        ],
+        "test_retention_by_count_keeps_the_newest_and_the_hash_in_step": [
+            (REDIS_STORE, "runs_expired"),
+        ],
+    },
+    "test_redis_recovery": {
+        "test_a_lost_registry_is_rebuilt_with_every_agent_this_store_wrote": [
+            (REDIS_STORE, "registry_rebuilds"),
+        ],
+    },
+}
 
 #: (whose stats, counter) -> "module::test function" asserting its exact value.
 EXACT_TESTS: dict[tuple[str, str], str] = {
-    (PROCESSOR, "spans_started"): "test_processor::test_full_queue_never_blocks_the_application_and_counts_drops",
-    (PROCESSOR, "spans_ended"): "test_processor::test_full_queue_never_blocks_the_application_and_counts_drops",
-    (PROCESSOR, "events_dropped"): f"{_HERE}::test_a_full_queue_drops_events_and_their_runs_whole",
-    (PROCESSOR, "spans_after_shutdown"): "test_exporter_pipeline::test_spans_after_shutdown_are_not_queued_and_are_counted",
-    (PROCESSOR, "queue_depth"): f"{_HERE}::test_a_full_queue_drops_events_and_their_runs_whole",
-    (PROCESSOR, "live_spans"): "test_processor::test_never_ended_run_is_evicted_and_counted",
-    (PROCESSOR, "live_spans_untracked"): f"{_HERE}::test_spans_beyond_the_live_bounds_are_counted_untracked",
-    (PROCESSOR, "hot_path_errors"): f"{_HERE}::test_errors_on_the_hot_path_are_swallowed_and_counted",
-    (PROCESSOR, "hint_errors"): "test_run_identity::test_a_failing_hint_lookup_answers_none_and_is_counted",
-    (PROCESSOR, "open_runs"): "test_exporter_pipeline::test_a_trace_that_lost_an_event_is_dropped_whole_and_counted",
-    (PROCESSOR, "runs_completed"): "test_processor::test_one_run_with_overlapping_same_name_calls_is_assembled_exactly",
-    (PROCESSOR, "runs_dropped_overload"): f"{_HERE}::test_a_full_queue_drops_events_and_their_runs_whole",
-    (PROCESSOR, "runs_truncated"): f"{_HERE}::test_a_run_with_open_spans_is_stored_truncated_and_its_late_span_counted",
-    (PROCESSOR, "runs_evicted"): "test_processor::test_never_ended_run_is_evicted_and_counted",
-    (PROCESSOR, "traces_evicted_capacity"): f"{_HERE}::test_traces_beyond_the_capacity_are_evicted_and_counted",
-    (PROCESSOR, "calls_truncated"): "test_processor::test_calls_beyond_the_cap_are_truncated_and_counted",
-    (PROCESSOR, "spans_outside_runs"): "test_processor::test_agent_only_policy_ignores_traces_without_agents",
-    (PROCESSOR, "calls_outside_runs"): "test_run_identity::test_calls_in_no_run_are_counted",
-    (PROCESSOR, "late_spans"): f"{_HERE}::test_a_run_with_open_spans_is_stored_truncated_and_its_late_span_counted",
-    (PROCESSOR, "duplicate_spans"): f"{_HERE}::test_span_events_seen_twice_are_counted_once_each",
-    (PROCESSOR, "runs_stored"): "test_processor::test_one_run_with_overlapping_same_name_calls_is_assembled_exactly",
-    (PROCESSOR, "runs_not_written"): f"{_HERE}::test_runs_and_batches_of_an_agent_with_bad_data_are_not_written",
-    (PROCESSOR, "runs_unstorable"): "test_exporter_pipeline::test_one_unstorable_run_blocks_neither_the_other_runs_nor_learning",
-    (PROCESSOR, "runs_learned"): f"{_HERE}::test_a_run_with_open_spans_is_stored_truncated_and_its_late_span_counted",
-    (PROCESSOR, "runs_pending_learning"): "test_exporter_pipeline::test_runs_are_learned_once_per_interval_and_flush_learns_at_once",
-    (PROCESSOR, "runs_pending_store"): f"{_HERE}::test_an_unreachable_store_keeps_what_it_can_and_counts_the_rest",
-    (PROCESSOR, "runs_dropped_buffer_full"): "test_processor_redis::test_outage_longer_than_the_buffer_drops_oldest_and_counts",
-    (PROCESSOR, "batches_merged"): "test_exporter_pipeline::test_runs_are_learned_once_per_interval_and_flush_learns_at_once",
-    (PROCESSOR, "batches_unstorable"): f"{_HERE}::test_a_batch_the_store_raises_on_is_counted_unstorable",
-    (PROCESSOR, "batches_deduplicated"): f"{_HERE}::test_a_batch_the_store_had_applied_already_is_counted_deduplicated",
-    (PROCESSOR, "batches_pending_store"): f"{_HERE}::test_an_unreachable_store_keeps_what_it_can_and_counts_the_rest",
-    (PROCESSOR, "batches_dropped_buffer_full"): f"{_HERE}::test_an_unreachable_store_keeps_what_it_can_and_counts_the_rest",
-    (PROCESSOR, "learned_fields_dropped"): f"{_HERE}::test_fields_beyond_the_per_agent_bound_are_dropped_and_counted",
-    (PROCESSOR, "agents_learned"): f"{_HERE}::test_agents_beyond_the_bound_are_refused_or_make_room",
-    (PROCESSOR, "agents_over_limit"): f"{_HERE}::test_agents_beyond_the_bound_are_refused_or_make_room",
-    (PROCESSOR, "agents_evicted"): f"{_HERE}::test_agents_beyond_the_bound_are_refused_or_make_room",
-    (PROCESSOR, "learner_errors"): f"{_HERE}::test_a_failing_learner_is_counted_once_per_interval",
-    (PROCESSOR, "store_errors"): f"{_HERE}::test_an_unreachable_store_keeps_what_it_can_and_counts_the_rest",
-    (PROCESSOR, "exporter_errors"): f"{_HERE}::test_refreshes_and_their_failures_are_counted",
-    (PROCESSOR, "refreshes"): f"{_HERE}::test_refreshes_and_their_failures_are_counted",
-    (PROCESSOR, "agents_refreshed"): f"{_HERE}::test_refreshes_and_their_failures_are_counted",
-    (PROCESSOR, "refresh_errors"): f"{_HERE}::test_refreshes_and_their_failures_are_counted",
-    (REDIS_STORE, "commands"): "test_redis_store::test_a_batch_of_many_agents_is_one_round_trip",
-    (REDIS_STORE, "round_trips"): "test_redis_store::test_a_batch_of_many_agents_is_one_round_trip",
-    (REDIS_STORE, "merge_retries"): f"{_HERE}::test_a_folded_shard_is_counted_and_its_writer_redoes_its_merge",
-    (REDIS_STORE, "bad_data"): f"{_HERE}::test_redis_store_write_counters_are_exact",
-    (REDIS_STORE, "batches_applied"): f"{_HERE}::test_redis_store_write_counters_are_exact",
-    (REDIS_STORE, "batches_deduplicated"): "test_redis_store::test_a_batch_id_is_applied_once",
-    (REDIS_STORE, "batches_skipped"): f"{_HERE}::test_redis_store_write_counters_are_exact",
-    (REDIS_STORE, "runs_saved"): f"{_HERE}::test_redis_store_write_counters_are_exact",
-    (REDIS_STORE, "runs_replaced"): f"{_HERE}::test_redis_store_write_counters_are_exact",
-    (REDIS_STORE, "runs_skipped"): f"{_HERE}::test_redis_store_write_counters_are_exact",
-    (REDIS_STORE, "agents_registered"): f"{_HERE}::test_redis_store_write_counters_are_exact",
-    (REDIS_STORE, "registry_rebuilds"): "test_redis_recovery::test_a_lost_registry_is_rebuilt_with_every_agent_this_store_wrote",
-    (REDIS_STORE, "cluster_redirects"): f"{_HERE}::test_a_moved_slot_is_one_redirect_and_one_slot_map_refresh",
-    (REDIS_STORE, "slot_map_refreshes"): f"{_HERE}::test_a_moved_slot_is_one_redirect_and_one_slot_map_refresh",
-    (REDIS_STORE, "shards_folded"): f"{_HERE}::test_a_folded_shard_is_counted_and_its_writer_redoes_its_merge",
-    (REDIS_STORE, "runs_expired"): "test_redis_store::test_retention_by_count_keeps_the_newest_and_the_hash_in_step",
-}  # fmt: skip
+    counter: f"{module}::{function}"
+    for module, functions in _ASSERTED_BY.items()
+    for function, counters in functions.items()
+    for counter in counters
+}
 
 
 def exact_assertion(name: str) -> re.Pattern[str]:
@@ -198,14 +286,12 @@ def _test_function(reference: str) -> Callable[..., Any]:
 
 
 def test_every_documented_counter_names_a_test_that_asserts_it_exactly() -> None:
-    documented = {
-        (owner, name) for owner, names in documented_counters().items() for name in names
-    }
+    documented = {(owner, name) for owner, names in documented_counters().items() for name in names}
     assert sorted(documented - set(EXACT_TESTS)) == [], "documented counters without a test"
     assert sorted(set(EXACT_TESTS) - documented) == [], "tests of undocumented counters"
     for (owner, name), reference in EXACT_TESTS.items():
         source = inspect.getsource(_test_function(reference))
-        assert exact_assertion(name).search(source), f"{reference} never asserts {name} exactly"
+        assert exact_assertion(name).search(source), f"{reference}: {owner}[{name!r}] not exact"
 
 
 def test_the_exact_assertion_pattern_tells_exact_from_loose() -> None:
@@ -313,10 +399,10 @@ def test_span_events_seen_twice_are_counted_once_each() -> None:
     provider, processor, tracer = make_processor()
     try:
         with tracer.start_as_current_span("invoke_agent twice", attributes=agent_attrs("twice")):
-            llm = tracer.start_span("chat m", attributes=LLM)
+            llm: Any = tracer.start_span("chat m", attributes=LLM)
             processor.on_start(llm)  # handed to us a second time
             llm.end()
-            processor.on_end(llm)  # type: ignore[arg-type]  # and its end again
+            processor.on_end(llm)  # and its end again
         assert processor.force_flush(10_000)
         stats = processor.stats()
         assert stats["duplicate_spans"] == 2
@@ -364,7 +450,8 @@ def test_spans_beyond_the_live_bounds_are_counted_untracked() -> None:
         context = trace.set_span_in_context(root)
         opened = [tracer.start_span("step", context) for _ in range(16)]  # 17 open: one over
         stats = processor.stats()
-        assert (stats["live_spans"], stats["live_spans_untracked"]) == (16, 3)
+        assert stats["live_spans"] == 16
+        assert stats["live_spans_untracked"] == 3
         other = tracer.start_span("invoke_agent other")  # a second trace: no room for either
         assert processor.stats()["live_spans_untracked"] == 5
         for span in [other, *opened, root]:
@@ -532,7 +619,7 @@ def test_a_batch_the_store_had_applied_already_is_counted_deduplicated() -> None
 
 def test_an_unreachable_store_keeps_what_it_can_and_counts_the_rest() -> None:
     store = _ScriptedStore(unreachable=True)
-    runs = _store_writer_max_batches() + 2
+    runs = MAX_PENDING_BATCHES + 2
     # Nothing wakes the exporter before the flush; then one forced write of each kind.
     provider = TracerProvider()
     processor = AdaptiveSpanProcessor(
@@ -547,7 +634,7 @@ def test_an_unreachable_store_keeps_what_it_can_and_counts_the_rest() -> None:
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("tests")
     try:
-        for i in range(runs):
+        for _ in range(runs):
             with tracer.start_as_current_span("invoke_agent a", attributes=agent_attrs("a")):
                 with tracer.start_as_current_span("chat m", attributes=LLM):
                     pass
@@ -569,12 +656,6 @@ def test_an_unreachable_store_keeps_what_it_can_and_counts_the_rest() -> None:
     finally:
         store.unreachable = False
         provider.shutdown()
-
-
-def _store_writer_max_batches() -> int:
-    from otel_adaptive._store_writer import MAX_PENDING_BATCHES
-
-    return MAX_PENDING_BATCHES
 
 
 class _SharedStore(MemoryStore):
@@ -624,7 +705,8 @@ def test_refreshes_and_their_failures_are_counted() -> None:
         assert processor.cache.get("theirs") is not None
         exporter.refresh()  # only the broken one is still unread: tried again, fails again
         stats = processor.stats()
-        assert (stats["refreshes"], stats["agents_refreshed"]) == (3, 2)
+        assert stats["refreshes"] == 3
+        assert stats["agents_refreshed"] == 2
         assert stats["refresh_errors"] == 2
         assert stats["exporter_errors"] == 0
         # A refresh step failing for no reason of one agent's is an exporter error.
@@ -636,3 +718,162 @@ def test_refreshes_and_their_failures_are_counted() -> None:
         assert stats["refreshes"] == 3
     finally:
         provider.shutdown()
+
+
+# --- scenarios: the Redis store ---------------------------------------------------------------
+
+
+def _redis_store(url: str, prefix: str, **options: Any) -> RedisStore:
+    return RedisStore.from_url(url, key_prefix=prefix, learners=learners(), **options)
+
+
+@pytest.fixture
+def admin(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def test_redis_store_write_counters_are_exact(
+    redis_url: str, key_prefix: str, admin: redis.Redis
+) -> None:
+    store = _redis_store(redis_url, key_prefix)
+    try:
+        assert store.save_runs([make_run("a", "r1"), make_run("a", "r2")]) == 2
+        stats = store.stats()
+        assert stats["runs_saved"] == 2
+        assert stats["runs_replaced"] == 0
+        assert stats["agents_registered"] == 1
+        store.save_runs([make_run("a", "r2"), make_run("a", "r3"), make_run("b", "r1")])
+        stats = store.stats()
+        assert stats["runs_saved"] == 5
+        assert stats["runs_replaced"] == 1  # r2 again
+        assert stats["agents_registered"] == 2
+        # An agent whose runs key holds something else: its run is skipped, counted once.
+        admin.set(store.keys.runs("bad"), "not a hash")
+        assert store.save_runs([make_run("bad", "r1"), make_run("a", "r4")]) == 1
+        stats = store.stats()
+        assert stats["runs_saved"] == 6
+        assert stats["runs_skipped"] == 1
+        assert stats["bad_data"] == 1
+        assert stats["agents_registered"] == 3  # listed all the same: it has keys
+        store.merge("b1", [tally_delta("a", runs=Tally(1)), tally_delta("b", runs=Tally(1))])
+        assert store.stats()["batches_applied"] == 2  # per agent
+        # A shard of the wrong type blocks that agent's merge (on_bad_data=ignore).
+        admin.rpush(store.keys.shard("bad", "tally", store._writer), "not", "a", "hash")
+        store.merge("b2", [tally_delta("bad", runs=Tally(1)), tally_delta("a", runs=Tally(1))])
+        stats = store.stats()
+        assert stats["batches_skipped"] == 1
+        assert stats["batches_applied"] == 3
+        assert stats["bad_data"] == 2
+        assert stats["agents_registered"] == 3  # nobody new: 'bad' was listed already
+        assert store.agents() == ["a", "b", "bad"]
+        assert store.run_count("a") == 4
+    finally:
+        store.close()
+
+
+def test_runs_and_batches_of_an_agent_with_bad_data_are_not_written(
+    redis_url: str, key_prefix: str, admin: redis.Redis
+) -> None:
+    provider, processor, tracer = make_processor(redis_url=redis_url, key_prefix=key_prefix)
+    store = processor.store
+    assert isinstance(store, RedisStore)
+    try:
+        admin.set(store.keys.runs("blocked"), "not a hash")
+        _agent_run(tracer, "blocked")
+        _agent_run(tracer, "fine")
+        assert processor.force_flush(10_000)
+        stats = processor.stats()
+        assert stats["runs_completed"] == 2
+        assert stats["runs_not_written"] == 1
+        assert stats["runs_stored"] == 1
+        assert stats["runs_learned"] == 2
+        assert store.stats()["runs_skipped"] == 1
+        assert store.run_count("fine") == 1
+    finally:
+        provider.shutdown()
+
+
+def test_a_folded_shard_is_counted_and_its_writer_redoes_its_merge(
+    redis_url: str, key_prefix: str
+) -> None:
+    first = _redis_store(redis_url, key_prefix, writer_idle_seconds=0.2)
+    second = _redis_store(redis_url, key_prefix, writer_idle_seconds=0.2)
+    try:
+        assert first.merge("f1", [tally_delta("agent", runs=Tally(1))])
+        time.sleep(0.4)  # the first writer is idle: a reader folds its shard into the base
+        assert second.load_fields("agent", "tally") == {"runs": Tally(1)}
+        assert second.stats()["shards_folded"] == 1
+        assert first.stats()["merge_retries"] == 0
+        # The first writer's view of its own shard is stale now: its next merge is redone.
+        assert first.merge("f2", [tally_delta("agent", runs=Tally(1))])
+        assert first.stats()["merge_retries"] == 1
+        assert first.stats()["shards_folded"] == 0
+        assert second.load_fields("agent", "tally") == {"runs": Tally(2)}
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.fixture(scope="module")
+def own_cluster() -> Iterator[RedisClusterServers]:
+    """A cluster this module reshards (the session's cluster is shared with other tests)."""
+    executable = find_redis_server()
+    if executable is None:
+        pytest.skip("no redis-server")
+    cluster = RedisClusterServers(executable)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def _move_slot(
+    cluster: RedisClusterServers, slot: int, source: RedisServer, target: RedisServer
+) -> None:
+    """Migrate one slot with its keys from ``source`` to ``target``, as a reshard does."""
+    with source.admin() as src, target.admin() as dst:
+        source_id = src.execute_command("CLUSTER MYID").decode()
+        target_id = dst.execute_command("CLUSTER MYID").decode()
+        dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+        while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+    for node in cluster.nodes:
+        with node.admin() as client:
+            client.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+
+
+def test_a_moved_slot_is_one_redirect_and_one_slot_map_refresh(
+    own_cluster: RedisClusterServers, key_prefix: str
+) -> None:
+    store = _redis_store(own_cluster.url, key_prefix, cluster=True)
+    admin = RedisCluster.from_url(own_cluster.url)
+    try:
+        meta = store.keys.meta("moving")
+        assert store.save_runs([make_run("moving", "r1")]) == 1
+        assert store.merge("b1", [tally_delta("moving", runs=Tally(1))])
+        stats = store.stats()
+        assert stats["cluster_redirects"] == 0
+        assert stats["slot_map_refreshes"] == 0
+        port = admin.get_node_from_key(meta).port  # type: ignore[no-untyped-call]
+        source = next(node for node in own_cluster.nodes if node.port == port)
+        target = next(node for node in own_cluster.nodes if node.port != port)
+        slot = admin.keyslot(meta)  # type: ignore[no-untyped-call]
+        _move_slot(own_cluster, slot, source, target)
+
+        assert store.save_runs([make_run("moving", "r2")]) == 1  # sent to the old owner first
+        stats = store.stats()
+        assert stats["cluster_redirects"] == 1
+        assert stats["slot_map_refreshes"] == 1
+        assert store.merge("b2", [tally_delta("moving", runs=Tally(1))])  # the new map: direct
+        stats = store.stats()
+        assert stats["cluster_redirects"] == 1
+        assert stats["slot_map_refreshes"] == 1
+        assert store.run_count("moving") == 2
+        assert store.load_fields("moving", "tally") == {"runs": Tally(2)}
+    finally:
+        admin.close()
+        store.close()
