@@ -667,10 +667,13 @@ class _SharedStore(MemoryStore):
         super().__init__()
         self.broken: set[str] = set()
         self.versions_fail = False
+        self.unreachable = False
 
     def agent_versions(self) -> dict[str, int | None]:
         if self.versions_fail:
             raise RuntimeError("unexpected reply")
+        if self.unreachable:
+            raise StoreUnavailableError("timed out")
         return super().agent_versions()
 
     def load_fields(self, agent_id: str, learner: str) -> dict[str, Mergeable]:
@@ -716,6 +719,54 @@ def test_refreshes_and_their_failures_are_counted() -> None:
         stats = processor.stats()
         assert stats["exporter_errors"] == 1
         assert stats["refreshes"] == 3
+    finally:
+        provider.shutdown()
+
+
+def test_reads_that_fail_are_store_errors() -> None:
+    store = _SharedStore()
+    store.unreachable = True
+    provider, processor, tracer = make_processor(
+        store=store, learners=("trie",), refresh_interval_seconds=3600
+    )
+    try:
+        assert processor.force_flush(10_000)  # the first refresh cannot reach the store
+        stats = processor.stats()
+        assert stats["store_errors"] == 1
+        assert stats["refreshes"] == 0
+        store.unreachable = False
+        store.broken.add("new")  # its learned state cannot be read when learning starts
+        _agent_run(tracer, "new")
+        assert processor.force_flush(10_000)
+        stats = processor.stats()
+        assert stats["store_errors"] == 2
+        assert stats["runs_learned"] == 1 and stats["batches_merged"] == 1
+        assert stats["exporter_errors"] == 0
+    finally:
+        provider.shutdown()
+
+
+def test_a_span_the_assembler_fails_on_is_an_exporter_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    provider, processor, tracer = make_processor()
+    assembler = processor._exporter._assembler
+    started = assembler.span_started
+
+    def fails_on_poison(span: Any) -> None:
+        if span.name == "poison":
+            raise RuntimeError("assembler bug")
+        started(span)
+
+    monkeypatch.setattr(assembler, "span_started", fails_on_poison)
+    try:
+        with tracer.start_as_current_span("invoke_agent a", attributes=agent_attrs("a")):
+            tracer.start_span("poison").end()
+            tracer.start_span("chat m", attributes=LLM).end()
+        assert processor.force_flush(10_000)
+        stats = processor.stats()
+        assert stats["exporter_errors"] == 1
+        assert stats["runs_completed"] == stats["runs_stored"] == 1
     finally:
         provider.shutdown()
 
@@ -841,9 +892,21 @@ def _move_slot(
         src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
         while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
             src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
-    for node in cluster.nodes:
+    # The new owner first, then the old one, then the rest: no node can hand it back.
+    others = [node for node in cluster.nodes if node not in (source, target)]
+    for node in [target, source, *others]:
         with node.admin() as client:
             client.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+    wait_for(lambda: all(_owner_port(node, slot) == target.port for node in cluster.nodes))
+
+
+def _owner_port(node: RedisServer, slot: int) -> int | None:
+    """The port of the master serving ``slot`` in ``node``'s view of the cluster."""
+    with node.admin() as client:
+        for first, last, master, *_ in client.execute_command("CLUSTER SLOTS"):
+            if first <= slot <= last:
+                return int(master[1])
+    return None
 
 
 def test_a_moved_slot_is_one_redirect_and_one_slot_map_refresh(
