@@ -289,6 +289,8 @@ def test_every_documented_counter_names_a_test_that_asserts_it_exactly() -> None
     documented = {(owner, name) for owner, names in documented_counters().items() for name in names}
     assert sorted(documented - set(EXACT_TESTS)) == [], "documented counters without a test"
     assert sorted(set(EXACT_TESTS) - documented) == [], "tests of undocumented counters"
+    listed = [pair for tests in _ASSERTED_BY.values() for pairs in tests.values() for pair in pairs]
+    assert len(listed) == len(EXACT_TESTS), "a counter is listed under two tests"
     for (owner, name), reference in EXACT_TESTS.items():
         source = inspect.getsource(_test_function(reference))
         assert exact_assertion(name).search(source), f"{reference}: {owner}[{name!r}] not exact"
