@@ -162,6 +162,32 @@ class RunningStats:
         # Inline range test: also false for NaN, so non-finite values drop out.
         return _summarise([float(value) for value in values if -limit <= value <= limit])
 
+    @classmethod
+    def of_floats(cls, values: list[float]) -> RunningStats:
+        """:meth:`of` for a list of floats, equal to it bit for bit, and cheaper.
+
+        When every value is accepted (the usual case) the list is summarised as
+        it is, without the filtering copy; it is never kept or changed.
+        """
+        if values:
+            low = min(values)
+            high = max(values)
+            # min and max may step over a NaN; the exact sum cannot.
+            if low >= -MAX_MAGNITUDE and high <= MAX_MAGNITUDE:
+                total = math.fsum(values)
+                if not math.isnan(total):
+                    return _build(values, total, low, high)
+        return cls.of(values)
+
+    def add_many(self, values: Iterable[float]) -> RunningStats:
+        """Return a summary that also holds ``values``: ``self.merge(RunningStats.of(values))``.
+
+        Count, min, max and the exact-range samples (so every percentile there) are
+        those of adding the values one by one; mean and M2 are the same up to
+        rounding, and more accurate (the values are summed exactly first).
+        """
+        return self.merge(RunningStats.of(values))
+
     def add(self, value: float) -> RunningStats:
         """Return a summary that also holds ``value`` (a one-value merge)."""
         if not _accepts(value):
@@ -582,11 +608,18 @@ _EMPTY = RunningStats(count=0, mean=0.0, m2=0.0, minimum=None, maximum=None, sam
 
 def _summarise(values: list[float]) -> RunningStats:
     """Summarise accepted values in bulk (two passes, compensated sums)."""
-    count = len(values)
-    if count == 0:
+    if not values:
         return _EMPTY
-    mean = math.fsum(values) / count
-    m2 = math.fsum([(value - mean) * (value - mean) for value in values])
+    return _build(values, math.fsum(values), None, None)
+
+
+def _build(
+    values: list[float], total: float, low: float | None, high: float | None
+) -> RunningStats:
+    """The summary of non-empty accepted ``values`` whose exact sum is ``total``."""
+    count = len(values)
+    mean = total / count
+    m2 = math.fsum([(deviation := value - mean) * deviation for value in values])
     if count <= EXACT_SAMPLE_LIMIT:
         ordered = tuple(sorted(values))
         return RunningStats(
@@ -601,7 +634,7 @@ def _summarise(values: list[float]) -> RunningStats:
         count=count,
         mean=mean,
         m2=m2,
-        minimum=min(values),
-        maximum=max(values),
+        minimum=min(values) if low is None else low,
+        maximum=max(values) if high is None else high,
         digest=TDigest.from_values(values, max_centroids=MAX_CENTROIDS),
     )
