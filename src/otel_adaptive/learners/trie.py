@@ -194,13 +194,22 @@ def _split_parts(raw: bytes) -> tuple[bytes, bytes, bytes, bytes]:
     return parts[0], parts[1], parts[2], parts[3]
 
 
-#: Samples of one batch's calls at one scope path and call-index bucket, per metric:
-#: remaining calls, interarrival ms, output tokens, sensitivity.
-_Samples: TypeAlias = tuple[list[float], list[float], list[float], list[float]]
 #: A (scope path, bucket) pair of a batch; bucket 0 means "past max_call_index".
 _GroupKey: TypeAlias = tuple[tuple[str, ...], int]
 #: A field in the making: (path prefix, bucket, own).
 _FieldKey: TypeAlias = tuple[tuple[str, ...], Bucket, bool]
+
+
+class _Group:
+    """The samples of one batch's calls at one scope path and call-index bucket."""
+
+    __slots__ = ("gaps", "remaining", "scores", "tokens")
+
+    def __init__(self) -> None:
+        self.remaining: list[float] = []
+        self.gaps: list[float] = []  # interarrival ms: every call but a run's last
+        self.tokens: list[float] = []
+        self.scores: list[float] = []  # sensitivity: empty when it is off
 
 
 class _AgentBatch:
@@ -222,7 +231,7 @@ class _AgentBatch:
         # Path -> the prefixes it feeds and whether its own node was admitted.
         # Stable once computed: the guard only ever adds names.
         self._routes: dict[tuple[str, ...], tuple[list[tuple[str, ...]], bool]] = {}
-        self._groups: dict[_GroupKey, _Samples] = {}
+        self._groups: dict[_GroupKey, _Group] = {}
 
     def add_run(self, calls: Sequence[CallRecord], scores: Sequence[float] | None) -> None:
         """Add one run's LLM calls (in start order) and their sensitivity scores."""
@@ -241,15 +250,15 @@ class _AgentBatch:
             if group is None:
                 if path not in self._routes:
                     self._routes[path] = self._route(path)
-                group = groups[key] = ([], [], [], [])
-            group[0].append(float(last - position))
+                group = groups[key] = _Group()
+            group.remaining.append(float(last - position))
             if position < last:
                 # Overlapping calls would give a negative gap: no wait before the next call.
                 gap_ns = calls[position + 1].start_ns - call.end_ns
-                group[1].append((gap_ns if gap_ns > 0 else 0) / _NS_PER_MS)
-            group[2].append(float(call.output_tokens or 0))
+                group.gaps.append((gap_ns if gap_ns > 0 else 0) / _NS_PER_MS)
+            group.tokens.append(float(call.output_tokens or 0))
             if scores is not None:
-                group[3].append(scores[position])
+                group.scores.append(scores[position])
 
     def _route(self, path: tuple[str, ...]) -> tuple[list[tuple[str, ...]], bool]:
         prefixes = self._guard.prefixes(path)
@@ -257,7 +266,7 @@ class _AgentBatch:
 
     def fields(self) -> dict[_FieldKey, NodeStats]:
         """Each touched field's summary, coarser fields of a call first."""
-        members: dict[_FieldKey, list[_Samples]] = {}
+        members: dict[_FieldKey, list[_Group]] = {}
         for (path, index), group in self._groups.items():
             prefixes, own = self._routes[path]
             buckets: tuple[Bucket, ...] = (index, ANY_INDEX) if index else (ANY_INDEX,)
@@ -267,32 +276,33 @@ class _AgentBatch:
             if own:
                 for bucket in buckets:
                     members.setdefault((prefixes[-1], bucket, True), []).append(group)
-        built: dict[tuple[int, ...], NodeStats] = {}
+        shared: dict[tuple[int, ...], NodeStats] = {}
         result: dict[_FieldKey, NodeStats] = {}
         for key, groups in members.items():
             signature = tuple(map(id, groups))
-            stats = built.get(signature)
+            stats = shared.get(signature)
             if stats is None:
-                stats = built[signature] = _summarise_groups(groups)
+                stats = shared[signature] = _summarise_groups(groups)
             result[key] = stats
         return result
 
 
-def _summarise_groups(groups: list[_Samples]) -> NodeStats:
+def _summarise_groups(groups: list[_Group]) -> NodeStats:
     if len(groups) == 1:
-        remaining, gaps, tokens, scores = groups[0]
-    else:
-        # Summaries do not depend on the order of their values (exactly rounded sums,
-        # sorted samples), so concatenating groups gives what one list per field gave.
-        remaining = [v for group in groups for v in group[0]]
-        gaps = [v for group in groups for v in group[1]]
-        tokens = [v for group in groups for v in group[2]]
-        scores = [v for group in groups for v in group[3]]
+        group = groups[0]
+        return NodeStats(
+            RunningStats.of_floats(group.remaining),
+            RunningStats.of_floats(group.gaps),
+            RunningStats.of_floats(group.tokens),
+            RunningStats.of_floats(group.scores),
+        )
+    # A summary does not depend on the order of its values (exactly rounded sums, sorted
+    # samples, and a sketch that sorts them first), so groups are simply concatenated.
     return NodeStats(
-        RunningStats.of_floats(remaining),
-        RunningStats.of_floats(gaps),
-        RunningStats.of_floats(tokens),
-        RunningStats.of_floats(scores),
+        RunningStats.of_floats([v for group in groups for v in group.remaining]),
+        RunningStats.of_floats([v for group in groups for v in group.gaps]),
+        RunningStats.of_floats([v for group in groups for v in group.tokens]),
+        RunningStats.of_floats([v for group in groups for v in group.scores]),
     )
 
 
