@@ -41,7 +41,12 @@ import msgspec
 
 from otel_adaptive.learners.base import Fields, Learner, Mergeable
 from otel_adaptive.records import CallRecord, RunRecord
-from otel_adaptive.stats import RunningStats
+from otel_adaptive.stats import (
+    DIGEST_BYTES,
+    MAX_ENCODED_BYTES,
+    MAX_EXACT_BYTES,
+    RunningStats,
+)
 
 #: Version string of the trie JSON envelope.
 ENVELOPE_VERSION: Final = "1.0"
@@ -58,6 +63,14 @@ Bucket: TypeAlias = int | Literal["*"]
 _LEGACY_NODE_STATS_VERSION = 1  # a msgpack array of the four encodings: read, not written
 _NODE_STATS_VERSION = 2  # the four lengths (u32 little-endian), then the four encodings
 _NODE_LENGTHS = struct.Struct("<4I")
+_NODE_FRAME_BYTES = 1 + _NODE_LENGTHS.size
+
+#: Largest trie field while its four metrics are exact (3,401 B).
+MAX_EXACT_NODE_BYTES: Final = _NODE_FRAME_BYTES + 4 * MAX_EXACT_BYTES
+#: A trie field whose four metrics are digests at their centroid budget (6,921 B).
+DIGEST_NODE_BYTES: Final = _NODE_FRAME_BYTES + 4 * DIGEST_BYTES
+#: Largest trie field that decodes (13,321 B); anything larger is rejected as corrupt.
+MAX_NODE_BYTES: Final = _NODE_FRAME_BYTES + 4 * MAX_ENCODED_BYTES
 _NS_PER_MS = 1_000_000
 _WEIGHT_CRITICAL = 0.5
 _WEIGHT_FANOUT = 0.3
@@ -150,7 +163,9 @@ class NodeStats:
     def to_bytes(self) -> bytes:
         """Version byte, the four lengths, the four metric encodings (see ``stats``).
 
-        At most ~7 KB per field: four metrics of at most ~1.7 KB each.
+        At most :data:`MAX_EXACT_NODE_BYTES` while exact, about
+        :data:`DIGEST_NODE_BYTES` once digests, never more than
+        :data:`MAX_NODE_BYTES` (docs/storage.md).
         """
         parts = (
             self.remaining_calls.to_bytes(),
@@ -168,6 +183,8 @@ class NodeStats:
             raise ValueError("trie node stats: expected non-empty bytes")
         raw = bytes(data)
         if raw[0] == _NODE_STATS_VERSION:
+            if len(raw) > MAX_NODE_BYTES:
+                raise ValueError("trie node stats: larger than any valid field")
             parts = _split_parts(raw)
         elif raw[0] == _LEGACY_NODE_STATS_VERSION:
             try:
@@ -901,7 +918,10 @@ def _is_number(value: Any) -> bool:
 
 __all__ = [
     "ANY_INDEX",
+    "DIGEST_NODE_BYTES",
     "ENVELOPE_VERSION",
+    "MAX_EXACT_NODE_BYTES",
+    "MAX_NODE_BYTES",
     "MAX_PATH_DEPTH",
     "Bucket",
     "MetricSummary",
