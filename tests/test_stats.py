@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastdigest import TDigest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +26,7 @@ from otel_adaptive.stats import (
     MAX_CENTROIDS,
     MAX_MAGNITUDE,
     RunningStats,
+    _canonical,
 )
 
 # Beyond the exact range a percentile must lie between the numpy quantiles at
@@ -518,3 +520,29 @@ def test_add_many_beyond_the_exact_range_keeps_moments_and_extremes(
     batch = RunningStats.of(start).add_many(values)
     assert not batch.is_exact
     assert_moments(batch, start + values)
+
+
+def test_a_merged_digest_is_compressed_as_a_dict_round_trip_would() -> None:
+    # The native compression must give what restoring the digest from its dict gives
+    # (what this code did before), bit for bit, for merges that pass the budget.
+    rng = random.Random(4)
+    over_budget = 0
+    for _ in range(300):
+        stats = RunningStats.empty()
+        for _ in range(8):
+            size = rng.choice([5, 60, 150, 1500])
+            values = [
+                rng.choice([0.0, 1 / 12, 7 / 12, 0.5, 1.0])
+                if rng.random() < 0.6
+                else rng.random() * 10 ** rng.randint(0, 6)
+                for _ in range(size)
+            ]
+            other = RunningStats.of(values)
+            if stats.count + other.count > EXACT_SAMPLE_LIMIT:
+                raw = stats._sketch().merge(other._sketch())
+                if raw.n_centroids > MAX_CENTROIDS:
+                    over_budget += 1
+                    expected = TDigest.from_dict(raw.to_dict())
+                    assert _canonical(raw).to_bytes() == expected.to_bytes()
+            stats = stats.merge(other)
+    assert over_budget > 200

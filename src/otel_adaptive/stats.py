@@ -74,6 +74,8 @@ DIGEST_BYTES = _FRAME_BYTES + _DIGEST_FIXED_BYTES + _CENTROID_BYTES * MAX_CENTRO
 #: Largest encoding that decodes: a digest holding twice its centroid budget.
 MAX_ENCODED_BYTES = _FRAME_BYTES + _DIGEST_FIXED_BYTES + _CENTROID_BYTES * _MAX_DECODED_CENTROIDS
 _LITTLE_ENDIAN = sys.byteorder == "little"
+# Merged into a digest over its budget to compress it; merges never change their inputs.
+_EMPTY_DIGEST = TDigest.from_values([], max_centroids=MAX_CENTROIDS)
 
 
 class _DigestState(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -590,10 +592,14 @@ def _canonical(digest: TDigest) -> TDigest:
     A merge may leave more centroids than the budget; restoring such a digest
     compresses it, so the one kept in memory would answer differently from the
     one read back. Compressing right away keeps both the same.
+
+    Merging with an empty digest compresses it natively, to the very digest
+    (every serialised bit) that the dict round trip ``from_dict(to_dict())``
+    gives, about eight times faster (tests compare the two).
     """
     if digest.n_centroids <= digest.max_centroids:
         return digest
-    return TDigest.from_dict(digest.to_dict())
+    return digest.merge(_EMPTY_DIGEST)
 
 
 def _nearly_sorted(values: list[float], slack: float) -> bool:
