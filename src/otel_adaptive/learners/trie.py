@@ -35,7 +35,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeAlias
 
 import msgspec
 
@@ -47,6 +47,9 @@ from otel_adaptive.stats import (
     MAX_EXACT_BYTES,
     RunningStats,
 )
+
+if TYPE_CHECKING:
+    from otel_adaptive.config import AdaptiveConfig
 
 #: Version string of the trie JSON envelope.
 ENVELOPE_VERSION: Final = "1.0"
@@ -664,6 +667,14 @@ class PredictionTrieLearner(Learner):
     """Learns the prediction trie (design §5.1) from completed runs."""
 
     name: ClassVar[str] = "trie"
+
+    @classmethod
+    def options_from(cls, config: AdaptiveConfig) -> dict[str, Any]:
+        return {
+            "sensitivity": config.sensitivity,
+            "parallel_weight": config.parallel_weight,
+            "scale": config.sensitivity_scale,
+        }
 
     def __init__(
         self,

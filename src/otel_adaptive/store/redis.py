@@ -44,7 +44,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from otel_adaptive.learners import LEARNER_TYPES
 from otel_adaptive.learners.base import Learner, Mergeable
 from otel_adaptive.records import RUN_SCHEMA_VERSION, RunRecord, decode_run, encode_run
 from otel_adaptive.redaction import Redactor, mask_url, url_secrets
@@ -510,7 +509,7 @@ class RedisStore(Store):
         Read in bounded chunks; a value or an agent over the size limits is
         reported once and left out, so one bad agent never stalls the others.
         """
-        decoder = self._decoder(learner)
+        decoder = self._learner(learner)
         scripts = self._ensure_scripts("load_fields")
         self._check_process()
         listing = self._list_writers(scripts, agent_id)
@@ -918,15 +917,6 @@ class RedisStore(Store):
             return
 
     # -- plumbing --------------------------------------------------------------------------
-
-    def _decoder(self, name: str) -> Learner:
-        learner = self.learners.get(name)
-        if learner is None and name in LEARNER_TYPES:
-            learner = LEARNER_TYPES[name]()
-        if learner is None:
-            allowed = ", ".join(sorted({*self.learners, *LEARNER_TYPES}))
-            raise ValueError(f"unknown learner {name!r}; allowed: {allowed}")
-        return learner
 
     def _register_call(self, scripts: _Scripts, agent_ids: Iterable[str]) -> _ScriptCall | None:
         """Add agents this store has not registered yet to the registry set, or None."""
