@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import struct
 import sys
 import zlib
@@ -646,7 +647,9 @@ def _build(
     """The summary of non-empty accepted ``values`` whose exact sum is ``total``."""
     count = len(values)
     mean = total / count
-    m2 = math.fsum([(deviation := value - mean) * deviation for value in values])
+    # map() with operator functions keeps the per-value work in C; same arithmetic.
+    deviations = list(map(operator.sub, values, itertools.repeat(mean, count)))
+    m2 = math.fsum(map(operator.mul, deviations, deviations))
     if count <= EXACT_SAMPLE_LIMIT:
         ordered = tuple(sorted(values))
         return RunningStats(
