@@ -928,7 +928,7 @@ class RedisStore(Store):
         return _ScriptCall(scripts.register_agents, [self._keys.registry], [self._mode, *new])
 
     def _settle_register(self, call: _ScriptCall, reply: list[Any]) -> None:
-        written, problems, existed = reply
+        written, problems, existed, added = reply
         self._report_problems(call.keys, problems)
         if not written:
             return
@@ -937,7 +937,8 @@ class RedisStore(Store):
             self._registered.update(agents)
             self._ever_registered.update(agents)
             self._registry_checked = time.monotonic()
-            self._counters["agents_registered"] += len(agents)
+            # What the registry gained, not what was sent: others may have listed them.
+            self._counters["agents_registered"] += int(added)
             lost = [] if existed else sorted(self._ever_registered.difference(agents))
         if lost:
             # The registry vanished (flush, empty restart, failover): every agent this
