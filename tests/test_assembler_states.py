@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
 from otel_adaptive import _run_tree, conventions, identity
@@ -30,6 +31,7 @@ from otel_adaptive._run_tree import (
 from otel_adaptive.assembler import AssemblerCounters, RunAssembler, _plain_attributes
 from otel_adaptive.config import AdaptiveConfig
 from otel_adaptive.records import STRUCTURAL_SCOPES, CallRecord, RunRecord
+from spans import LLM, agent_attrs, make_processor
 from test_assembler import _Clock, _span, span_streams
 
 ALL_PAIRS = list(itertools.product(NodeState, NodeState))
@@ -89,8 +91,8 @@ CHAT = {"gen_ai.operation.name": "chat", "gen_ai.usage.output_tokens": 3}
 def _states(assembler: RunAssembler) -> dict[int, NodeState]:
     return {
         span_id: node.state
-        for trace in assembler._traces.values()
-        for span_id, node in trace.nodes.items()
+        for tree in assembler._traces.values()
+        for span_id, node in tree.nodes.items()
     }
 
 
@@ -142,8 +144,8 @@ def test_a_span_started_under_a_detached_span_is_born_detached() -> None:
 
 def _assert_consistent(assembler: RunAssembler) -> None:
     waiting = set(assembler._waiting)
-    for trace_id, trace in assembler._traces.items():
-        for span_id, node in trace.nodes.items():
+    for trace_id, tree in assembler._traces.items():
+        for span_id, node in tree.nodes.items():
             assert isinstance(node.state, NodeState)
             assert (node.state is NodeState.WAITING) == ((trace_id, span_id) in waiting)
             if node.state >= NodeState.ENDED:
@@ -445,3 +447,29 @@ def test_name_memo_and_detail_shapes_stay_bounded() -> None:
         details = conventions.read_call_details({f"k{i}": 1, "gen_ai.usage.output_tokens": i})
         assert details.output_tokens == i
     assert len(conventions._shape_cache) <= 512
+
+
+def test_a_refused_transition_is_counted_in_the_processor_stats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run that may not wait (``ENDED -> WAITING`` refused) for its open stream is
+    emitted truncated at once; the refusal shows in ``stats()`` and nothing raises."""
+    no_waiting = {**LEGAL_TRANSITIONS, NodeState.ENDED: frozenset({NodeState.ENDED_ABOVE_RUN})}
+    monkeypatch.setattr(_run_tree, "LEGAL_TRANSITIONS", no_waiting)
+    provider, processor, tracer = make_processor(run_grace_seconds=30.0)
+    try:
+        root = tracer.start_span("invoke_agent refused", attributes=agent_attrs("refused"))
+        inside = trace.set_span_in_context(root)
+        tracer.start_span("chat m", inside, attributes=LLM).end()
+        stream = tracer.start_span("chat m", inside, attributes=LLM)
+        root.end()  # the stream is still open: the run would wait
+        assert processor.force_flush(10_000)
+        stats = processor.stats()
+        assert stats["illegal_transitions"] == 1
+        assert stats["runs_truncated"] == stats["runs_completed"] == 1
+        stream.end()
+        assert processor.force_flush(10_000)
+        assert processor.stats()["late_spans"] == 1
+        assert processor.stats()["exporter_errors"] == 0
+    finally:
+        provider.shutdown()

@@ -249,6 +249,11 @@ _ASSERTED_BY: dict[str, dict[str, list[tuple[str, str]]]] = {
             (REDIS_STORE, "runs_expired"),
         ],
     },
+    "test_assembler_states": {
+        "test_a_refused_transition_is_counted_in_the_processor_stats": [
+            (PROCESSOR, "illegal_transitions"),
+        ],
+    },
     "test_redis_recovery": {
         "test_a_lost_registry_is_rebuilt_with_every_agent_this_store_wrote": [
             (REDIS_STORE, "registry_rebuilds"),
