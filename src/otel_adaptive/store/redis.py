@@ -46,7 +46,13 @@ from redis.retry import Retry
 
 from otel_adaptive.learners import LEARNER_TYPES
 from otel_adaptive.learners.base import Learner, Mergeable
-from otel_adaptive.records import RUN_SCHEMA_VERSION, RunRecord, decode_run, encode_run
+from otel_adaptive.records import (
+    RUN_SCHEMA_VERSION,
+    RunFormatError,
+    RunRecord,
+    decode_run,
+    encode_run,
+)
 from otel_adaptive.redaction import Redactor, mask_url, url_secrets
 from otel_adaptive.store import _redis_lua
 from otel_adaptive.store.base import AgentDelta, Store, StoreUnavailableError
@@ -485,6 +491,9 @@ class RedisStore(Store):
                 continue
             try:
                 run = decode_run(data)
+            except RunFormatError as exc:  # written by a newer version: not ours to read
+                self._report(keys[1], "schema_version", f"run {_text(run_id)!r}: {exc}")
+                continue
             except ValueError as exc:
                 self._report(keys[1], "corrupt", f"run {_text(run_id)!r}: {exc}")
                 continue
