@@ -624,7 +624,7 @@ class RedisStore(Store):
         duplicate_in: dict[str, int] = {}
         involved: dict[str, int] = {}
         for plan in plans:
-            for batch_id, _ in plan.batches:
+            for batch_id in (*plan.applied, *plan.duplicates, *plan.skipped):
                 involved[batch_id] = involved.get(batch_id, 0) + 1
             for batch_id in plan.duplicates:
                 duplicate_in[batch_id] = duplicate_in.get(batch_id, 0) + 1
