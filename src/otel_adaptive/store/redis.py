@@ -1,11 +1,11 @@
 """A :class:`~otel_adaptive.store.base.Store` backed by Redis or Redis Cluster.
 
 Every key of one agent carries the hash tag ``{<agent>}``, so all of an agent's
-writes are single atomic Lua scripts on one cluster slot. Learned state is
-merged by optimistic compare-and-set: one round trip reads only the touched
-fields, the values are merged in Python, and a second script writes them only
-if those fields are unchanged and the batch id is new; a conflict reply carries
-the fresh values, so a retry costs one more round trip. The key layout is
+writes are single atomic Lua scripts on one cluster slot. Each process merges
+learned state into its own shard: values are merged in Python from what it knows
+it wrote, and one script writes them if the batch ids are new and its writer
+entry still holds the stamp of its last write; otherwise the reply carries the
+current values, so a retry costs one more round trip. The key layout is
 documented in ``docs/storage.md``.
 """
 
