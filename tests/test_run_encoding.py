@@ -158,7 +158,7 @@ def test_the_binary_form_is_a_fraction_of_the_json_form() -> None:
         {**msgspec.structs.asdict(run), "calls": [msgspec.structs.asdict(c) for c in run.calls]}
     )  # the JSON form runs were stored in before
     assert decode_run(as_json) == run
-    assert len(encode_run(run)) * 2.5 < len(as_json)
+    assert len(encode_run(run)) * 5 < len(as_json)  # 482 against 2,556 bytes
 
 
 def test_a_run_stored_as_json_by_an_earlier_version_still_reads() -> None:
