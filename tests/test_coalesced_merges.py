@@ -233,3 +233,9 @@ def test_the_replay_commands_store_passes_batches_on_together(store: RedisStore)
     assert counting.merge_batches(batches) == [True] * 4
     assert outage.calls == [["b0", "b1", "b2", "b3"]]
     assert tally(store, "a") == 4
+
+
+def test_a_batch_id_given_twice_in_one_call_is_applied_once(store: RedisStore) -> None:
+    batches = [(f"b{i % 2}", [tally_delta("a", runs=Tally(1))]) for i in range(4)]
+    assert store.merge_batches(batches) == [True, True, False, False]
+    assert tally(store, "a") == 2

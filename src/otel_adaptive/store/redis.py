@@ -618,9 +618,14 @@ class RedisStore(Store):
         counts once. Per batch, as :meth:`merge` returns it.
         """
         self._check_process()
-        plans = self._plan_merges(batches)
+        # A batch id given twice is applied once: the first occurrence counts.
+        firsts: dict[str, Sequence[AgentDelta]] = {}
+        for batch_id, deltas in batches:
+            firsts.setdefault(batch_id, deltas)
+        unique = list(firsts.items())
+        plans = self._plan_merges(unique)
         if plans:
-            self._write_plans(plans, [batch_id for batch_id, _ in batches])
+            self._write_plans(plans, [batch_id for batch_id, _ in unique])
         duplicate_in: dict[str, int] = {}
         involved: dict[str, int] = {}
         for plan in plans:
@@ -634,10 +639,16 @@ class RedisStore(Store):
             batches_applied=sum(len(plan.applied) for plan in plans),
             batches_skipped=sum(len(plan.skipped) for plan in plans),
         )
-        return [
-            batch_id not in involved or duplicate_in.get(batch_id, 0) < involved[batch_id]
-            for batch_id, _ in batches
-        ]
+        outcomes = []
+        seen: set[str] = set()
+        for batch_id, _ in batches:
+            repeated = batch_id in seen
+            seen.add(batch_id)
+            outcomes.append(
+                not repeated
+                and (batch_id not in involved or duplicate_in.get(batch_id, 0) < involved[batch_id])
+            )
+        return outcomes
 
     def close(self) -> None:
         with self._client_lock:
