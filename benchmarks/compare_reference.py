@@ -17,7 +17,10 @@ with the spread of runs/s):
 
 * runs/s into Redis: runs made / time from the first run to the last one stored
   (reference: ``subscribers.flush()`` and ``wait_for_idle()``; otel-adaptive:
-  ``force_flush()``), after a warm-up; the stored count is checked;
+  ``force_flush()``), after a warm-up, the two implementations alternating round
+  by round; stored runs are counted in Redis on both sides (each one's run index:
+  ``LLEN <prefix>runs_index:<agent>`` / ``ZCARD`` of ours) over every round, and
+  the runs not found are reported as lost %;
 * Redis commands per run executed by the server (``INFO commandstats``; this
   counts the commands inside otel-adaptive's Lua scripts too, so the commands
   otel-adaptive sent, from its store's own counter, are shown beside it; the
@@ -33,14 +36,17 @@ with the spread of runs/s):
   count at the trie root (reference: the root accumulator's ``all_output_tokens``
   count in ``<prefix>accumulators:<agent>``; otel-adaptive: the root's any-index
   ``output_tokens.sample_count`` from ``store.load_trie``) is compared with the
-  LLM calls issued.
+  LLM calls issued (samples lost %), and the runs stored with the runs made.
+
+Output is markdown tables; ``--quick`` (300 runs x 2 rounds, writers of 100 runs)
+takes well under a minute.
 
 The reference is installed only in the benchmark's own environment, never as a
 project dependency::
 
     python -m venv /tmp/bench-venv
-    /tmp/bench-venv/bin/pip install -e . nemo-relay
-    /tmp/bench-venv/bin/python benchmarks/compare_reference.py [--runs 1000]
+    /tmp/bench-venv/bin/pip install -e . nemo-relay==0.10.4
+    /tmp/bench-venv/bin/python benchmarks/compare_reference.py [--quick] [--runs 1000]
         [--rounds 3] [--warmup 50] [--writers 2 4] [--writer-runs 500]
 
 Without ``nemo_relay`` importable, only the otel-adaptive half runs (and the
@@ -93,7 +99,8 @@ class _OtelWorkload:
         self._processor: Any = None
         self._provider: Any = None
         self._tracer: Any = None
-        self._stored_before = 0
+        self._client = redis.Redis.from_url(url)
+        self._run_index = _our_run_index(prefix)
 
     def set_active(self, active: bool) -> None:
         from opentelemetry.sdk.trace import TracerProvider
@@ -138,7 +145,8 @@ class _OtelWorkload:
         return self.stored()
 
     def stored(self) -> int:
-        return int(self._processor.stats()["runs_stored"])
+        # Counted in Redis, not from the processor's counters: what a reader would find.
+        return int(self._client.zcard(self._run_index))
 
     def sent_commands(self) -> int | None:
         return int(self._processor.store.stats()["commands"])
@@ -149,6 +157,7 @@ class _OtelWorkload:
     def close(self) -> None:
         if self._provider is not None:
             self._provider.shutdown()
+        self._client.close()
 
 
 class _ReferenceWorkload:
@@ -218,11 +227,16 @@ class _ReferenceWorkload:
     def wait_stored(self, expected: int) -> int:
         self._nr.subscribers.flush()
         self._runtime.wait_for_idle()
-        # Its drain reports idle once events are processed; poll until every run is listed.
-        deadline = time.monotonic() + 600
-        while self.stored() < expected and time.monotonic() < deadline:
+        # Its drain reports idle once events are processed; poll until every run is
+        # listed, or until the count stops moving (a lost run must not hang the script).
+        last, still_since = -1, time.monotonic()
+        while (stored := self.stored()) < expected:
+            if stored != last:
+                last, still_since = stored, time.monotonic()
+            elif time.monotonic() - still_since > 5.0:
+                break
             time.sleep(0.01)
-        return self.stored()
+        return stored
 
     def stored(self) -> int:
         return int(self._client.llen(self._runs_index))
@@ -246,6 +260,13 @@ def _run_coroutine(factory: Callable[[], Any]) -> None:
 
 
 _Workload = _OtelWorkload | _ReferenceWorkload
+
+
+def _our_run_index(prefix: str) -> str:
+    from otel_adaptive.learners import LEARNER_TYPES
+    from otel_adaptive.store.redis import RedisKeyLayout
+
+    return RedisKeyLayout(prefix, LEARNER_TYPES).run_index(AGENT)
 
 
 def _workload(impl: str, url: str, prefix: str) -> _Workload:
@@ -334,18 +355,32 @@ def _in_process(target: Callable[..., None], *args: Any) -> Any:
 
 
 def throughput(
-    impl: str, target: RedisTarget, runs: int, warmup: int, rounds: int
-) -> dict[str, Any]:
-    samples = [
-        _in_process(_throughput_worker, impl, target, {"runs": runs, "warmup": warmup})
-        for _ in range(rounds)
-    ]
+    impls: list[str], target: RedisTarget, runs: int, warmup: int, rounds: int
+) -> dict[str, dict[str, Any]]:
+    """Each implementation once per round, alternating, so drift hits both alike."""
+    samples: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
+    for r in range(rounds):
+        order = impls if r % 2 == 0 else impls[::-1]
+        for impl in order:
+            samples[impl].append(
+                _in_process(_throughput_worker, impl, target, {"runs": runs, "warmup": warmup})
+            )
+    return {impl: _summarize(values) for impl, values in samples.items()}
+
+
+def _summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for key, value in samples[0].items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             summary[key] = statistics.median(s[key] for s in samples)
     rates = [s["runs_per_s"] for s in samples]
     summary["runs_per_s_min"], summary["runs_per_s_max"] = min(rates), max(rates)
+    # Runs are counted over every round, not as a median: one lost run anywhere shows.
+    summary["runs_total"] = sum(s["runs"] for s in samples)
+    summary["runs_stored_total"] = sum(s["runs_stored"] for s in samples)
+    summary["runs_lost_percent"] = (
+        100.0 * (summary["runs_total"] - summary["runs_stored_total"]) / summary["runs_total"]
+    )
     sent = [s["commands_sent_per_run"] for s in samples]
     summary["commands_sent_per_run"] = None if None in sent else statistics.median(sent)
     dropped = [s["events_dropped"] for s in samples]
@@ -372,11 +407,13 @@ def learned_counts(impl: str, url: str, writers: int, runs: int) -> dict[str, An
         process.join(60)
     issued = writers * runs * LLM_CALLS
     learned = _root_count(impl, url, prefix)
+    stored = _stored_total(impl, url, prefix)
     return {
         "writers": writers,
         "runs": writers * runs,
-        "runs_stored": _stored_total(impl, url, prefix),
+        "runs_stored": stored,
         "events_dropped": sum(replies),
+        "runs_lost_percent": 100.0 * (writers * runs - stored) / (writers * runs),
         "llm_calls_issued": issued,
         "root_sample_count": learned,
         "lost_percent": 100.0 * (issued - learned) / issued,
@@ -425,32 +462,53 @@ def _our_store(url: str, prefix: str) -> Iterator[Any]:
 # --- report -------------------------------------------------------------------------------------
 
 
-def _print_throughput(rows: dict[str, dict[str, Any]]) -> None:
-    print(
-        f"\n{'':24} {'runs/s':>7} {'(min-max)':^13} {'cmds/run':>8} {'sent/run':>8} "
-        f"{'conns/run':>9} {'B in/run':>8} {'app µs/run':>10} {'(base)':>7} "
-        f"{'cpu x':>6} {'wall x':>6} {'stored':>7} {'dropped':>7}"
-    )
+def throughput_table(rows: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [
+        "| implementation | runs/s | (min-max) | runs | stored | lost % | cmds/run | sent/run "
+        "| conns/run | B in/run | app µs/run | (base) | cpu x | wall x | dropped |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: | ---: |",
+    ]
     for name, row in rows.items():
         sent = row["commands_sent_per_run"]
-        print(
-            f"{name:24} {row['runs_per_s']:7.0f} "
-            f"{row['runs_per_s_min']:6.0f}-{row['runs_per_s_max']:<6.0f} "
-            f"{row['commands_per_run']:8.2f} "
-            f"{sent if sent is not None else row['commands_per_run']:8.2f} "
-            f"{row['new_connections_per_run']:9.3f} {row['bytes_in_per_run']:8.0f} "
-            f"{row['app_cpu_us_per_run']:10.0f} {row['baseline_app_cpu_us_per_run']:7.0f} "
-            f"{row['app_cpu_overhead_ratio']:6.2f} {row['app_wall_overhead_ratio']:6.2f} "
-            f"{row['runs_stored']:7.0f} {_or_dash(row['events_dropped']):>7}"
+        lines.append(
+            f"| {name} | **{row['runs_per_s']:.0f}** "
+            f"| {row['runs_per_s_min']:.0f}-{row['runs_per_s_max']:.0f} "
+            f"| {row['runs_total']} | {row['runs_stored_total']} "
+            f"| {row['runs_lost_percent']:.1f} | {row['commands_per_run']:.3f} "
+            f"| {sent if sent is not None else row['commands_per_run']:.3f} "
+            f"| {row['new_connections_per_run']:.3f} | {row['bytes_in_per_run']:.0f} "
+            f"| {row['app_cpu_us_per_run']:.0f} | {row['baseline_app_cpu_us_per_run']:.0f} "
+            f"| {row['app_cpu_overhead_ratio']:.2f} | {row['app_wall_overhead_ratio']:.2f} "
+            f"| {_or_dash(row['events_dropped'])} |"
         )
     if REFERENCE in rows and OURS in rows:
         ours, ref = rows[OURS], rows[REFERENCE]
-        print(
-            f"otel-adaptive / reference: runs/s {ours['runs_per_s'] / ref['runs_per_s']:.1f}x; "
-            f"commands per run {ours['commands_per_run'] / ref['commands_per_run']:.2f}x "
-            f"(sent {ours['commands_sent_per_run'] / ref['commands_per_run']:.3f}x); "
-            f"app-thread CPU per run {ours['app_cpu_us_per_run'] / ref['app_cpu_us_per_run']:.2f}x"
+        lines += [
+            "",
+            f"otel-adaptive / reference: runs/s **{ours['runs_per_s'] / ref['runs_per_s']:.1f}x**"
+            f"; commands per run {ours['commands_per_run'] / ref['commands_per_run']:.4f}x "
+            f"(sent {ours['commands_sent_per_run'] / ref['commands_per_run']:.4f}x); "
+            f"app-thread CPU per run {ours['app_cpu_us_per_run'] / ref['app_cpu_us_per_run']:.2f}x",
+        ]
+    return lines
+
+
+def counts_table(counts: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| implementation | writers | runs | stored | runs lost % | LLM calls | root count "
+        "| samples lost % | dropped |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in counts:
+        impl = row["implementation"]
+        dropped = row["events_dropped"] if impl == OURS else "-"
+        lines.append(
+            f"| {impl} | {row['writers']} | {row['runs']} | {row['runs_stored']} "
+            f"| {row['runs_lost_percent']:.1f} | {row['llm_calls_issued']} "
+            f"| {row['root_sample_count']} | {row['lost_percent']:.1f} | {dropped} |"
         )
+    return lines
 
 
 def _or_dash(value: object) -> str:
@@ -459,51 +517,46 @@ def _or_dash(value: object) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=1000, help="timed runs per round")
+    parser.add_argument("--quick", action="store_true",
+                        help="300 runs x 2 rounds, writers 2 and 4 of 100 runs")  # fmt: skip
+    parser.add_argument("--runs", type=int, default=None, help="timed runs per round")
     parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--writers", type=int, nargs="+", default=[2, 4])
-    parser.add_argument("--writer-runs", type=int, default=500, help="runs per writer process")
+    parser.add_argument("--writer-runs", type=int, default=None, help="runs per writer process")
     args = parser.parse_args()
+    args.runs = args.runs or (300 if args.quick else 1000)
+    args.rounds = args.rounds or (2 if args.quick else 3)
+    args.writer_runs = args.writer_runs or (100 if args.quick else 500)
 
     impls = [OURS]
     if importlib.util.find_spec("nemo_relay") is None:
         print(
             "nemo_relay is not installed in this environment: running the otel-adaptive half "
-            "only. Install the reference into the benchmark's own venv (see the docstring)."
+            "only. Install the reference into the benchmark's own venv (see the docstring).\n"
         )
     else:
         impls.insert(0, REFERENCE)
     report: dict[str, Any] = {"args": vars(args), "implementations": impls}
+    started = time.monotonic()
     with private_redis() as target:
-        rows = {}
-        for impl in impls:
-            rows[impl] = throughput(impl, target, args.runs, args.warmup, args.rounds)
-        print(
-            f"{args.runs} runs x {args.rounds} rounds of {LLM_CALLS} LLM calls + 3 tools "
-            f"(2 overlapping), one private redis-server"
-        )
-        _print_throughput(rows)
+        rows = throughput(impls, target, args.runs, args.warmup, args.rounds)
         report["throughput"] = rows
-
-        print(f"\nlearned counts, {args.writer_runs} runs per writer process, one agent")
-        print(
-            f"{'':24} {'writers':>7} {'runs':>6} {'stored':>6} {'LLM calls':>10} "
-            f"{'root count':>10} {'lost %':>7} {'dropped':>7}"
-        )
         counts = []
         for writers in args.writers:
             for impl in impls:
                 row = {"implementation": impl, **learned_counts(impl, target.url, writers,
                                                                  args.writer_runs)}  # fmt: skip
                 counts.append(row)
-                dropped = row["events_dropped"] if impl == OURS else "-"
-                print(
-                    f"{impl:24} {writers:7} {row['runs']:6} {row['runs_stored']:6} "
-                    f"{row['llm_calls_issued']:10} {row['root_sample_count']:10} "
-                    f"{row['lost_percent']:7.1f} {dropped:>7}"
-                )
         report["learned_counts"] = counts
+    print(
+        f"One process, {args.runs} runs x {args.rounds} alternating rounds of {LLM_CALLS} LLM "
+        f"calls + 3 tools (2 overlapping), one private redis-server; runs counted in Redis; "
+        f"{time.monotonic() - started:.0f} s\n"
+    )
+    print("\n".join(throughput_table(rows)))
+    print(f"\nLearned counts: {args.writer_runs} runs per writer process, one agent\n")
+    print("\n".join(counts_table(counts)))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "compare_reference.json"
     out.write_text(json.dumps(report, indent=2))

@@ -32,8 +32,11 @@ window, so the figures are steady state. Columns, per run:
 Each case is repeated ``--rounds`` times; medians are printed with the spread
 of runs/s. Library warnings are silenced in the workers (``bad`` counts them).
 
-    python benchmarks/redis_throughput.py [--runs 3000] [--llm-calls 5 20]
+    python benchmarks/redis_throughput.py [--quick] [--runs 3000] [--llm-calls 5 20]
         [--processes 1 4] [--topologies standalone cluster] [--rounds 3]
+
+Output is a markdown table. ``--quick`` (300 runs per process, one
+round) checks that the script works in about a minute; its figures are not ones to quote.
 
 Requires ``redis-server`` (and ``redis-cli`` for the cluster) on PATH. Other
 benchmarks import the server helpers below.
@@ -449,39 +452,47 @@ def _cases(args: argparse.Namespace, llm_calls: int, targets: dict[str, RedisTar
 
 
 HEADER = (
-    f"{'calls':>5} {'store, processes, state':30} {'runs/s':>7} {'(min-max)':^13} "
-    f"{'sent':>6} {'trips':>6} {'exec':>6} {'conns':>6} {'B in':>6} {'B out':>6} "
-    f"{'exp µs':>6} {'app µs':>6} {'srv µs':>6} {'retry':>5} {'stored':>7} {'drop':>5} "
-    f"{'bad':>4}\n"
-    f"{'':5} {'':30} {'':7} {'':13} {'---- per run ' + '-' * 40:>55}"
+    "| calls | store, processes, state | runs/s | (min-max) | sent | trips | exec | conns "
+    "| B in | B out | exp µs | app µs | srv µs | retry | stored | drop | bad |\n"
+    "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+    "| ---: | ---: | ---: | ---: |"
 )
 
 
 def _print_row(llm_calls: int, name: str, row: dict[str, Any]) -> None:
     print(
-        f"{llm_calls:5} {name:30} {row['runs_per_s']:7.0f} "
-        f"{row['runs_per_s_min']:6.0f}-{row['runs_per_s_max']:<6.0f} "
-        f"{row['commands_sent_per_run']:6.3f} {row['round_trips_per_run']:6.3f} "
-        f"{row['commands_executed_per_run']:6.2f} {row['new_connections_per_run']:6.3f} "
-        f"{row['bytes_in_per_run']:6.0f} {row['bytes_out_per_run']:6.0f} "
-        f"{row['exporter_cpu_us_per_run']:6.0f} {row['app_cpu_us_per_run']:6.0f} "
-        f"{row['server_cpu_us_per_run']:6.1f} {row['merge_retries']:5.0f} "
-        f"{row['runs_stored']:7.0f} {row['events_dropped']:5.0f} {row['bad_data']:4.0f}"
+        f"| {llm_calls} | {name} | **{row['runs_per_s']:.0f}** "
+        f"| {row['runs_per_s_min']:.0f}-{row['runs_per_s_max']:.0f} "
+        f"| {row['commands_sent_per_run']:.3f} | {row['round_trips_per_run']:.3f} "
+        f"| {row['commands_executed_per_run']:.2f} | {row['new_connections_per_run']:.3f} "
+        f"| {row['bytes_in_per_run']:.0f} | {row['bytes_out_per_run']:.0f} "
+        f"| {row['exporter_cpu_us_per_run']:.0f} | {row['app_cpu_us_per_run']:.0f} "
+        f"| {row['server_cpu_us_per_run']:.1f} | {row['merge_retries']:.0f} "
+        f"| {row['runs_stored']:.0f} | {row['events_dropped']:.0f} | {row['bad_data']:.0f} |",
+        flush=True,
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3000, help="runs per process per round")
-    parser.add_argument("--llm-calls", type=int, nargs="+", default=[5, 20])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="300 runs per process, 1 round: a check that the script works",
+    )
+    parser.add_argument("--runs", type=int, default=None, help="runs per process per round")
+    parser.add_argument("--llm-calls", type=int, nargs="+", default=None)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 4])
     parser.add_argument(
         "--topologies", nargs="+", default=["standalone", "cluster"],
         choices=["standalone", "cluster"],
     )  # fmt: skip
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--redis-url", default=None, help="use this server, not a private one")
     args = parser.parse_args()
+    args.runs = args.runs or (300 if args.quick else 3000)
+    args.llm_calls = args.llm_calls or [5, 20]
+    args.rounds = args.rounds or (1 if args.quick else 3)
 
     report: dict[str, Any] = {"args": vars(args), "results": {}}
     with ExitStack() as stack:
@@ -492,8 +503,13 @@ def main() -> None:
             targets["standalone"] = stack.enter_context(private_redis())
         if "cluster" in args.topologies:
             targets["cluster"] = stack.enter_context(private_cluster())
-        print(HEADER)
+        print(
+            f"{args.runs} runs per process x {args.rounds} round(s); per run: commands sent, "
+            "round trips, commands executed, new connections, bytes in/out, exporter/app/"
+            "server CPU µs (see the docstring); medians over rounds\n"
+        )
         for llm_calls in args.llm_calls:
+            print(HEADER)  # one table per run size: the ratios line ends each
             rows: dict[str, dict[str, Any]] = {}
             for case in _cases(args, llm_calls, targets):
                 rows[case.name] = summarize([measure(case) for _ in range(args.rounds)])
@@ -514,7 +530,7 @@ def _print_ratios(rows: dict[str, dict[str, Any]]) -> None:
     big, small = rate.get("standalone, 1 proc, 10x state"), rate.get("standalone, 1 proc")
     if big and small:
         parts.append(f"10x state / 1x state {big / small:.2f}")
-    print("      runs/s ratios: " + "; ".join(parts))
+    print("\nruns/s ratios: " + "; ".join(parts) + "\n", flush=True)
 
 
 def _jsonable(value: object) -> object:

@@ -8,9 +8,9 @@ of ``--window`` runs is timed, force_flush included so the exporter's work
 counts: runs/s, exporter CPU and application-thread CPU per run, commands the
 store sent and bytes clients sent to Redis per run. Then the agent's footprint
 is read: ``MEMORY USAGE <key> SAMPLES 0`` of each of its keys (runs and their
-index, applied batch ids, each learner's hash) and the number of learned trie
-fields, plus this process's resident memory (the exporter mirrors learned state
-locally).
+index, applied batch ids, each learner's base hash and every writer's shard of
+it) and the number of distinct learned trie fields, plus this process's resident
+memory (the exporter mirrors learned state locally).
 
 The baseline is the first checkpoint of the same series, measured in the same
 run: ratios are cost at n runs / cost at the first checkpoint. Expected: cost
@@ -20,7 +20,8 @@ the store's 10,000; learned state by the call sites seen (and the trie caps).
     python benchmarks/state_growth.py [--quick] [--sites 10 100 1000]
         [--checkpoints 1000 10000 100000] [--window 500] [--redis-url URL]
 
-``--quick`` uses checkpoints 1,000 and 3,000 and a window of 300 runs.
+Output is a markdown table. ``--quick`` uses checkpoints 1,000 and 3,000, a window of
+300 runs: well under a minute, a check rather than a figure.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from redis_throughput import given_redis, one_run, private_redis
 
 from otel_adaptive import AdaptiveSpanProcessor
-from otel_adaptive.store.redis import RedisStore
+from otel_adaptive.store.redis import RedisKeyLayout, RedisStore
 
 RESULTS = Path(__file__).parent / "results"
 AGENT_ID = "throughput"  # the agent name one_run() gives its runs
@@ -58,28 +59,57 @@ def _rss_mb() -> float | None:
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis ``MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _learned_keys(client: redis.Redis, layout: RedisKeyLayout, learner: str) -> list[str]:
+    """The learner's base hash and every writer's shard: those listed and any other found."""
+    writers = [_text(w) for w in client.hkeys(layout.writers(AGENT_ID))]
+    keys = {layout.learned(AGENT_ID, learner)}
+    keys |= {layout.shard(AGENT_ID, learner, writer) for writer in writers}
+    pattern = _glob_escape(layout.shard(AGENT_ID, learner, "")) + "*"
+    keys |= {_text(key) for key in client.scan_iter(match=pattern, count=1000)}
+    return sorted(key for key in keys if client.exists(key))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _footprint(client: redis.Redis, store: RedisStore) -> dict[str, Any]:
-    """Bytes Redis uses for each of the agent's keys, and how many entries they hold."""
+    """Bytes Redis uses for each part of the agent's state, and how many entries they hold.
+
+    Learned state lives in a base hash per learner plus one shard per writer process;
+    all of them are counted, and the trie's fields are counted once however many
+    shards hold them.
+    """
     layout = store.keys
-    keys = {
+    fixed = {
         "runs": layout.runs(AGENT_ID),
         "run_index": layout.run_index(AGENT_ID),
         "batches": layout.batches(AGENT_ID),
         "meta": layout.meta(AGENT_ID),
-        **{
-            f"learned:{name}": layout.learned(AGENT_ID, name)
-            for name in layout.learner_names
-        },
-    }  # fmt: skip
-    sizes = {
-        name: int(client.memory_usage(key, samples=0) or 0) for name, key in keys.items()
-    }  # fmt: skip
+        "writers": layout.writers(AGENT_ID),
+    }
+    learned = {name: _learned_keys(client, layout, name) for name in layout.learner_names}
+
+    def size(key: str) -> int:
+        return int(client.memory_usage(key, samples=0) or 0)
+
+    sizes = {name: size(key) for name, key in fixed.items()}
+    sizes.update({f"learned:{name}": sum(map(size, keys)) for name, keys in learned.items()})
+    trie_fields: set[bytes] = set()
+    for key in learned.get("trie", []):
+        trie_fields.update(client.hkeys(key))
     return {
         "bytes": sizes,
         "total_bytes": sum(sizes.values()),
-        "runs_kept": int(client.hlen(keys["runs"])),
-        "batch_ids_kept": int(client.zcard(keys["batches"])),
-        "trie_fields": int(client.hlen(keys["learned:trie"])),
+        "runs_kept": int(client.zcard(fixed["run_index"])),
+        "batch_ids_kept": int(client.zcard(fixed["batches"])),
+        "learned_keys": sum(len(keys) for keys in learned.values()),
+        "trie_fields": len(trie_fields),
     }
 
 
@@ -149,9 +179,11 @@ def series(url: str, sites: int, checkpoints: list[int], window: int) -> list[di
 
 
 HEADER = (
-    f"{'sites':>5} {'runs':>7} {'runs/s':>7} {'exp µs':>7} {'app µs':>7} {'sent':>6} "
-    f"{'B in':>6} {'cost x':>6} | {'agent KB':>8} {'runs':>7} {'batches':>7} {'trie':>7} "
-    f"{'plan B':>6} {'fields':>6} {'kept':>5} {'ids':>6} | {'RSS MB':>6} {'bad':>4}"
+    "| sites | runs | runs/s | exp µs | app µs | sent | B in | cost x | agent KB | runs KB "
+    "| batches KB | trie KB | plan B | learned keys | trie fields | runs kept | ids kept "
+    "| RSS MB | bad |\n"
+    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 
 
@@ -160,14 +192,15 @@ def _print_row(row: dict[str, Any], first: dict[str, Any]) -> None:
     cost_ratio = row["exporter_cpu_us_per_run"] / first["exporter_cpu_us_per_run"]
     rss = row["rss_mb"]
     print(
-        f"{row['sites']:5} {row['runs']:7} {row['runs_per_s']:7.0f} "
-        f"{row['exporter_cpu_us_per_run']:7.0f} {row['app_cpu_us_per_run']:7.0f} "
-        f"{row['commands_sent_per_run']:6.3f} {row['bytes_in_per_run']:6.0f} {cost_ratio:6.2f} | "
-        f"{row['total_bytes'] / 1024:8.0f} {(sizes['runs'] + sizes['run_index']) / 1024:7.0f} "
-        f"{sizes['batches'] / 1024:7.0f} {sizes.get('learned:trie', 0) / 1024:7.0f} "
-        f"{sizes.get('learned:tool_parallelism', 0):6} {row['trie_fields']:6} "
-        f"{row['runs_kept']:5} {row['batch_ids_kept']:6} | "
-        f"{rss if rss is not None else float('nan'):6.0f} {row['bad_data']:4}",
+        f"| {row['sites']} | {row['runs']} | {row['runs_per_s']:.0f} "
+        f"| {row['exporter_cpu_us_per_run']:.0f} | {row['app_cpu_us_per_run']:.0f} "
+        f"| {row['commands_sent_per_run']:.3f} | {row['bytes_in_per_run']:.0f} "
+        f"| **{cost_ratio:.2f}** | {row['total_bytes'] / 1024:.0f} "
+        f"| {(sizes['runs'] + sizes['run_index']) / 1024:.0f} | {sizes['batches'] / 1024:.0f} "
+        f"| {sizes.get('learned:trie', 0) / 1024:.0f} "
+        f"| {sizes.get('learned:tool_parallelism', 0)} | {row['learned_keys']} "
+        f"| {row['trie_fields']} | {row['runs_kept']} | {row['batch_ids_kept']} "
+        f"| {rss if rss is not None else float('nan'):.0f} | {row['bad_data']} |",
         flush=True,
     )
 
@@ -193,15 +226,16 @@ def main() -> None:
         else:
             target = stack.enter_context(private_redis())
         print(
-            "per run: runs/s, exporter and app-thread CPU (µs), commands sent, bytes to Redis;"
-            " cost x = exporter CPU / first checkpoint's\n"
-            "agent footprint in Redis (KB): all keys, runs + index, batch ids, trie; plan (bytes);"
-            " trie fields, runs kept, batch ids kept; this process's RSS\n"
+            "Per run: runs/s, exporter and app-thread CPU (µs), commands sent, bytes to Redis;"
+            " cost x = exporter CPU / the series' first checkpoint's. Agent footprint in Redis:"
+            " all its keys, runs + index, batch ids, trie (base + every writer's shard, KB);"
+            " plan (bytes); learned-state keys (bases and shards), distinct trie fields, runs"
+            " kept, batch ids kept; this process's RSS.\n"
         )
         print(HEADER)
-        for sites in args.sites:
-            rows = series(target.url, sites, sorted(checkpoints), window)
-            report["results"][f"sites_{sites}"] = rows
+        for count in args.sites:
+            rows = series(target.url, count, sorted(checkpoints), window)
+            report["results"][f"sites_{count}"] = rows
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "state_growth.json"
     out.write_text(json.dumps(report, indent=2))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from otel_adaptive import profiles
+from otel_adaptive.learners import LEARNER_NAMES
 from otel_adaptive.redaction import mask_url, redact_text
 
 RunRootPolicy = Literal["agent_or_root", "agent"]
@@ -25,7 +26,7 @@ HintProfile = Literal["dynamo", "nat", "custom"]
 
 _RUN_ROOT_POLICIES: tuple[str, ...] = ("agent_or_root", "agent")
 _BAD_DATA_POLICIES: tuple[str, ...] = ("ignore", "replace")
-_KNOWN_LEARNERS: tuple[str, ...] = ("trie", "tool_parallelism")
+_KNOWN_LEARNERS: tuple[str, ...] = LEARNER_NAMES
 
 
 class ConfigError(ValueError):

@@ -46,7 +46,10 @@ def clean_name(name: object, limit: int) -> str:
     return text
 
 
-class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
+# ``gc=False``: records hold only strings, numbers and tuples of records, so they can
+# never be part of a reference cycle; untracked, a backlog of them adds nothing to
+# the garbage collector's passes (which run on application threads too).
+class CallRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One LLM or tool call inside a run.
 
     ``path`` holds the names of the structural scopes from the run root
@@ -71,7 +74,7 @@ class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
         return self.end_ns - self.start_ns
 
 
-class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
+class RunRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One completed agent run: the LLM and tool calls under one run root.
 
     ``id`` is derived from the trace id and the run root's span id, so storing

@@ -18,17 +18,22 @@ Stored form (:meth:`RunningStats.to_bytes`, format 2): a version byte, a fixed
 header (kind, count, mean, M2, min, max), then either the sorted samples as
 little-endian doubles or fastdigest's own binary digest, then a CRC-32. Both
 payloads are converted by native code (``array``, ``TDigest.from_bytes``) and
-checked with builtins over whole sequences, never a Python loop per value. A
-field is at most ``41 + 8 * EXACT_SAMPLE_LIMIT`` bytes while exact (841 B) and
-about ``80 + 16 * MAX_CENTROIDS`` bytes as a digest (~1.7 KB), whatever the
-number of values it summarises. Format 1 (msgpack, written by earlier releases)
-still decodes; new data is always written in format 2.
+checked with builtins over whole sequences, never a Python loop per value.
+
+Size, whatever the number of values summarised: 46 bytes of frame plus 8 per
+sample while exact (at most :data:`MAX_EXACT_BYTES`, 846 B), then 126 bytes
+plus 16 per centroid as a digest (:data:`DIGEST_BYTES`, 1,726 B, at the
+centroid budget). A merge may leave a centroid or so over the budget; decoding
+accepts at most twice the budget and nothing larger than
+:data:`MAX_ENCODED_BYTES` (3,326 B). Format 1 (msgpack, written by earlier
+releases) still decodes; new data is always written in format 2.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import operator
 import struct
 import sys
 import zlib
@@ -55,7 +60,23 @@ _CRC_SIZE = 4
 # Format 2 header after the version byte: kind, count, mean, m2, min, max.
 _HEADER = struct.Struct("<Bqdddd")
 _KIND_EMPTY, _KIND_EXACT, _KIND_DIGEST = 0, 1, 2
+# Version byte, header and checksum: what every format-2 encoding holds.
+_FRAME_BYTES = 1 + _HEADER.size + _CRC_SIZE
+# fastdigest 0.12's binary digest: a fixed part, then a mean and a weight per centroid.
+_DIGEST_FIXED_BYTES = 80
+_CENTROID_BYTES = 16
+# Decoding accepts a merge's leftover centroids up to twice the budget, no more.
+_MAX_DECODED_CENTROIDS = 2 * MAX_CENTROIDS
+
+#: Largest encoding of an exact summary (:data:`EXACT_SAMPLE_LIMIT` samples).
+MAX_EXACT_BYTES = _FRAME_BYTES + 8 * EXACT_SAMPLE_LIMIT
+#: Encoding of a digest with :data:`MAX_CENTROIDS` centroids (its usual size).
+DIGEST_BYTES = _FRAME_BYTES + _DIGEST_FIXED_BYTES + _CENTROID_BYTES * MAX_CENTROIDS
+#: Largest encoding that decodes: a digest holding twice its centroid budget.
+MAX_ENCODED_BYTES = _FRAME_BYTES + _DIGEST_FIXED_BYTES + _CENTROID_BYTES * _MAX_DECODED_CENTROIDS
 _LITTLE_ENDIAN = sys.byteorder == "little"
+# Merged into a digest over its budget to compress it; merges never change their inputs.
+_EMPTY_DIGEST = TDigest.from_values([], max_centroids=MAX_CENTROIDS)
 
 
 class _DigestState(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -161,6 +182,32 @@ class RunningStats:
         limit = MAX_MAGNITUDE
         # Inline range test: also false for NaN, so non-finite values drop out.
         return _summarise([float(value) for value in values if -limit <= value <= limit])
+
+    @classmethod
+    def of_floats(cls, values: list[float]) -> RunningStats:
+        """:meth:`of` for a list of floats, equal to it bit for bit, and cheaper.
+
+        When every value is accepted (the usual case) the list is summarised as
+        it is, without the filtering copy; it is never kept or changed.
+        """
+        if values:
+            low = min(values)
+            high = max(values)
+            # min and max may step over a NaN; the exact sum cannot.
+            if low >= -MAX_MAGNITUDE and high <= MAX_MAGNITUDE:
+                total = math.fsum(values)
+                if not math.isnan(total):
+                    return _build(values, total, low, high)
+        return cls.of(values)
+
+    def add_many(self, values: Iterable[float]) -> RunningStats:
+        """Return a summary that also holds ``values``: ``self.merge(RunningStats.of(values))``.
+
+        Count, min, max and the exact-range samples (so every percentile there) are
+        those of adding the values one by one; mean and M2 are the same up to
+        rounding, and more accurate (the values are summed exactly first).
+        """
+        return self.merge(RunningStats.of(values))
 
     def add(self, value: float) -> RunningStats:
         """Return a summary that also holds ``value`` (a one-value merge)."""
@@ -436,7 +483,7 @@ def _check_digest(state: _State, low: float, high: float) -> None:
         raise ValueError("running stats: digest size or budget mismatch")
     if digest.min != low or digest.max != high or not digest.centroids:
         raise ValueError("running stats: digest disagrees with min/max")
-    if len(digest.centroids) > 2 * MAX_CENTROIDS:
+    if len(digest.centroids) > _MAX_DECODED_CENTROIDS:
         raise ValueError("running stats: too many centroids")
     # Centroid means are weighted averages: after merges they may stray from min/max
     # and from each other's order by rounding, a few ulps. Only more than that is bad.
@@ -482,6 +529,9 @@ def _decode_binary(body: bytes) -> RunningStats:
     end = 1 + _HEADER.size
     if len(body) < end:
         raise ValueError("running stats: header too short")
+    if len(body) + _CRC_SIZE > MAX_ENCODED_BYTES:
+        # Checked before any decoding: no valid summary is this large.
+        raise ValueError("running stats: encoding larger than any valid summary")
     kind, count, mean, m2, low, high = _HEADER.unpack_from(body, 1)
     payload = body[end:]
     if kind == _KIND_EMPTY:
@@ -521,7 +571,7 @@ def _check_native_digest(digest: TDigest, count: int, low: float, high: float) -
         raise ValueError("running stats: digest disagrees with count or min/max")
     centroids = digest.centroids
     # A merge may leave up to twice the budget before compression (format 1 did too).
-    if not 0 < len(centroids) <= 2 * MAX_CENTROIDS or not math.isfinite(digest.sum()):
+    if not 0 < len(centroids) <= _MAX_DECODED_CENTROIDS or not math.isfinite(digest.sum()):
         raise ValueError("running stats: invalid digest size or sum")
     means, weights = zip(*centroids, strict=True)
     slack = (abs(low) + abs(high)) * 1e-12 + 1e-300
@@ -543,10 +593,14 @@ def _canonical(digest: TDigest) -> TDigest:
     A merge may leave more centroids than the budget; restoring such a digest
     compresses it, so the one kept in memory would answer differently from the
     one read back. Compressing right away keeps both the same.
+
+    Merging with an empty digest compresses it natively, to the very digest
+    (every serialised bit) that the dict round trip ``from_dict(to_dict())``
+    gives, about eight times faster (tests compare the two).
     """
     if digest.n_centroids <= digest.max_centroids:
         return digest
-    return TDigest.from_dict(digest.to_dict())
+    return digest.merge(_EMPTY_DIGEST)
 
 
 def _nearly_sorted(values: list[float], slack: float) -> bool:
@@ -582,11 +636,20 @@ _EMPTY = RunningStats(count=0, mean=0.0, m2=0.0, minimum=None, maximum=None, sam
 
 def _summarise(values: list[float]) -> RunningStats:
     """Summarise accepted values in bulk (two passes, compensated sums)."""
-    count = len(values)
-    if count == 0:
+    if not values:
         return _EMPTY
-    mean = math.fsum(values) / count
-    m2 = math.fsum([(value - mean) * (value - mean) for value in values])
+    return _build(values, math.fsum(values), None, None)
+
+
+def _build(
+    values: list[float], total: float, low: float | None, high: float | None
+) -> RunningStats:
+    """The summary of non-empty accepted ``values`` whose exact sum is ``total``."""
+    count = len(values)
+    mean = total / count
+    # map() with operator functions keeps the per-value work in C; same arithmetic.
+    deviations = list(map(operator.sub, values, itertools.repeat(mean, count)))
+    m2 = math.fsum(map(operator.mul, deviations, deviations))
     if count <= EXACT_SAMPLE_LIMIT:
         ordered = tuple(sorted(values))
         return RunningStats(
@@ -601,7 +664,7 @@ def _summarise(values: list[float]) -> RunningStats:
         count=count,
         mean=mean,
         m2=m2,
-        minimum=min(values),
-        maximum=max(values),
+        minimum=min(values) if low is None else low,
+        maximum=max(values) if high is None else high,
         digest=TDigest.from_values(values, max_centroids=MAX_CENTROIDS),
     )

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from otel_adaptive.records import RunRecord
+
+if TYPE_CHECKING:
+    from otel_adaptive.config import AdaptiveConfig
 
 _M = TypeVar("_M", bound="Mergeable")
 
@@ -39,6 +42,11 @@ class Learner(ABC):
 
     #: Name used in configuration (``learners=("trie", ...)``) and storage keys.
     name: ClassVar[str]
+
+    @classmethod
+    def options_from(cls, config: AdaptiveConfig) -> dict[str, Any]:
+        """Constructor keyword arguments taken from the configuration; none by default."""
+        return {}
 
     @abstractmethod
     def learn(self, runs: Sequence[RunRecord]) -> dict[str, dict[str, Mergeable]]:

@@ -76,6 +76,8 @@ def find_cohorts(
     one cohort (unless their cohort exceeds ``max_group_size``).
     """
     cliques = _maximal_call_cliques(tool_calls, max_group_size)
+    if len(cliques) <= 1:
+        return tuple(cliques)  # nothing to contain, nothing to sort
     return _drop_contained(set(cliques))
 
 
@@ -92,26 +94,25 @@ def _maximal_call_cliques(
         (c for c in tool_calls if c.end_ns > c.start_ns), key=lambda c: (c.start_ns, c.end_ns)
     )
     cliques: list[tuple[str, ...]] = []
+    if len(calls) < _MIN_GROUP_SIZE:
+        return cliques
+    # The heap holds exactly the active calls, so their names are the clique's names.
     active: list[tuple[int, int, str]] = []  # (end_ns, sequence, name)
-    active_names: Counter[str] = Counter()
     grown_since_last_end = False
 
     def emit() -> None:
-        if len(active) >= _MIN_GROUP_SIZE and len(active) <= max_group_size:
-            cliques.append(tuple(sorted(active_names.elements())))
+        if _MIN_GROUP_SIZE <= len(active) <= max_group_size:
+            cliques.append(tuple(sorted([entry[2] for entry in active])))
 
     for sequence, call in enumerate(calls):
-        if active and active[0][0] <= call.start_ns:
+        start = call.start_ns
+        if active and active[0][0] <= start:
             if grown_since_last_end:
                 emit()
                 grown_since_last_end = False
-            while active and active[0][0] <= call.start_ns:
-                _, _, ended_name = heapq.heappop(active)
-                active_names[ended_name] -= 1
-                if not active_names[ended_name]:
-                    del active_names[ended_name]  # keep emit() proportional to the active set
+            while active and active[0][0] <= start:
+                heapq.heappop(active)
         heapq.heappush(active, (call.end_ns, sequence, call.name))
-        active_names[call.name] += 1
         grown_since_last_end = True
     if grown_since_last_end:
         emit()
@@ -373,10 +374,16 @@ class ToolParallelismLearner(Learner):
         runs_per_agent: Counter[str] = Counter()
         support: dict[str, Counter[tuple[str, ...]]] = {}
         for run in runs:
-            runs_per_agent[run.agent_id] += 1
-            cohorts = find_cohorts(run.tool_calls(), self._max_group_size)
-            # find_cohorts returns distinct cohorts, so each counts once per run.
-            support.setdefault(run.agent_id, Counter()).update(cohorts)
+            agent_id = run.agent_id
+            runs_per_agent[agent_id] += 1
+            agent_support = support.get(agent_id)
+            if agent_support is None:
+                agent_support = support[agent_id] = Counter()
+            # Only calls with an extent can overlap; find_cohorts sorts them itself.
+            tools = [c for c in run.calls if c.kind == "tool" and c.end_ns > c.start_ns]
+            if len(tools) >= _MIN_GROUP_SIZE:
+                # find_cohorts returns distinct cohorts, so each counts once per run.
+                agent_support.update(find_cohorts(tools, self._max_group_size))
 
         deltas: dict[str, dict[str, Mergeable]] = {}
         for agent_id, run_count in runs_per_agent.items():

@@ -28,19 +28,28 @@ Caps, and where they are enforced:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeAlias
 
 import msgspec
 
 from otel_adaptive.learners.base import Fields, Learner, Mergeable
 from otel_adaptive.records import CallRecord, RunRecord
-from otel_adaptive.stats import RunningStats
+from otel_adaptive.stats import (
+    DIGEST_BYTES,
+    MAX_ENCODED_BYTES,
+    MAX_EXACT_BYTES,
+    RunningStats,
+)
+
+if TYPE_CHECKING:
+    from otel_adaptive.config import AdaptiveConfig
 
 #: Version string of the trie JSON envelope.
 ENVELOPE_VERSION: Final = "1.0"
@@ -57,6 +66,14 @@ Bucket: TypeAlias = int | Literal["*"]
 _LEGACY_NODE_STATS_VERSION = 1  # a msgpack array of the four encodings: read, not written
 _NODE_STATS_VERSION = 2  # the four lengths (u32 little-endian), then the four encodings
 _NODE_LENGTHS = struct.Struct("<4I")
+_NODE_FRAME_BYTES = 1 + _NODE_LENGTHS.size
+
+#: Largest trie field while its four metrics are exact (3,401 B).
+MAX_EXACT_NODE_BYTES: Final = _NODE_FRAME_BYTES + 4 * MAX_EXACT_BYTES
+#: A trie field whose four metrics are digests at their centroid budget (6,921 B).
+DIGEST_NODE_BYTES: Final = _NODE_FRAME_BYTES + 4 * DIGEST_BYTES
+#: Largest trie field that decodes (13,321 B); anything larger is rejected as corrupt.
+MAX_NODE_BYTES: Final = _NODE_FRAME_BYTES + 4 * MAX_ENCODED_BYTES
 _NS_PER_MS = 1_000_000
 _WEIGHT_CRITICAL = 0.5
 _WEIGHT_FANOUT = 0.3
@@ -68,6 +85,8 @@ _OWN_MARK: Final = "own"
 _JSON_ENCODER = msgspec.json.Encoder()
 _MSGPACK_ENCODER = msgspec.msgpack.Encoder()
 _NODE_DECODER = msgspec.msgpack.Decoder(tuple[bytes, bytes, bytes, bytes])
+#: Encoded field keys a learner remembers (all an agent may hold, with room to spare).
+_KEY_CACHE_SIZE: Final = 8192
 
 
 # --- field keys -----------------------------------------------------------
@@ -147,7 +166,9 @@ class NodeStats:
     def to_bytes(self) -> bytes:
         """Version byte, the four lengths, the four metric encodings (see ``stats``).
 
-        At most ~7 KB per field: four metrics of at most ~1.7 KB each.
+        At most :data:`MAX_EXACT_NODE_BYTES` while exact, about
+        :data:`DIGEST_NODE_BYTES` once digests, never more than
+        :data:`MAX_NODE_BYTES` (docs/storage.md).
         """
         parts = (
             self.remaining_calls.to_bytes(),
@@ -165,6 +186,8 @@ class NodeStats:
             raise ValueError("trie node stats: expected non-empty bytes")
         raw = bytes(data)
         if raw[0] == _NODE_STATS_VERSION:
+            if len(raw) > MAX_NODE_BYTES:
+                raise ValueError("trie node stats: larger than any valid field")
             parts = _split_parts(raw)
         elif raw[0] == _LEGACY_NODE_STATS_VERSION:
             try:
@@ -191,82 +214,119 @@ def _split_parts(raw: bytes) -> tuple[bytes, bytes, bytes, bytes]:
     return parts[0], parts[1], parts[2], parts[3]
 
 
-class _NodeBuilder:
-    """The raw values of one field while a batch is learned.
+#: A (scope path, bucket) pair of a batch; bucket 0 means "past max_call_index".
+_GroupKey: TypeAlias = tuple[tuple[str, ...], int]
+#: A field in the making: (path prefix, bucket, own).
+_FieldKey: TypeAlias = tuple[tuple[str, ...], Bucket, bool]
 
-    Summarising each list once at the end (``RunningStats.of``) is several
-    times faster than updating four summaries per call.
-    """
 
-    __slots__ = ("interarrival_ms", "output_tokens", "remaining_calls", "sensitivity")
+class _Group:
+    """The samples of one batch's calls at one scope path and call-index bucket."""
+
+    __slots__ = ("gaps", "remaining", "scores", "tokens")
 
     def __init__(self) -> None:
-        self.remaining_calls: list[float] = []
-        self.interarrival_ms: list[float] = []
-        self.output_tokens: list[float] = []
-        self.sensitivity: list[float] = []
+        self.remaining: list[float] = []
+        self.gaps: list[float] = []  # interarrival ms: every call but a run's last
+        self.tokens: list[float] = []
+        self.scores: list[float] = []  # sensitivity: empty when it is off
 
-    def add(self, sample: _CallSample) -> None:
-        self.remaining_calls.append(sample.remaining_calls)
-        self.output_tokens.append(sample.output_tokens)
-        if sample.interarrival_ms is not None:
-            self.interarrival_ms.append(sample.interarrival_ms)
-        if sample.sensitivity is not None:
-            self.sensitivity.append(sample.sensitivity)
 
-    def build(self) -> NodeStats:
+class _AgentBatch:
+    """One agent's calls in one batch, grouped by scope path and call index.
+
+    Every field a call feeds (each prefix of its path, per bucket, own or
+    subtree) receives the same samples as every other call of that path and
+    index, so a call is appended once, to its group, and each field is
+    summarised once at the end from the union of its groups. Fields fed by the
+    same groups (a node and its only child, a leaf's own and subtree fields)
+    share one summary, computed once.
+    """
+
+    __slots__ = ("_groups", "_guard", "_max_call_index", "_routes")
+
+    def __init__(self, max_children: int, max_call_index: int) -> None:
+        self._guard = _BatchWidthGuard(max_children)
+        self._max_call_index = max_call_index
+        # Path -> the prefixes it feeds and whether its own node was admitted.
+        # Stable once computed: the guard only ever adds names.
+        self._routes: dict[tuple[str, ...], tuple[list[tuple[str, ...]], bool]] = {}
+        self._groups: dict[_GroupKey, _Group] = {}
+
+    def add_run(self, calls: Sequence[CallRecord], scores: Sequence[float] | None) -> None:
+        """Add one run's LLM calls (in start order) and their sensitivity scores."""
+        groups = self._groups
+        limit = self._max_call_index
+        per_path: dict[tuple[str, ...], int] = {}
+        last = len(calls) - 1
+        for position, call in enumerate(calls):
+            path = call.path
+            # The run's k-th call at this scope path: frameworks that wrap every turn or
+            # step in a span of its own still count 1, 2, 3 across the turns.
+            index = per_path.get(path, 0) + 1
+            per_path[path] = index
+            key = (path, index if index <= limit else 0)
+            group = groups.get(key)
+            if group is None:
+                if path not in self._routes:
+                    self._routes[path] = self._route(path)
+                group = groups[key] = _Group()
+            group.remaining.append(float(last - position))
+            if position < last:
+                # Overlapping calls would give a negative gap: no wait before the next call.
+                gap_ns = calls[position + 1].start_ns - call.end_ns
+                group.gaps.append((gap_ns if gap_ns > 0 else 0) / _NS_PER_MS)
+            group.tokens.append(float(call.output_tokens or 0))
+            if scores is not None:
+                group.scores.append(scores[position])
+
+    def _route(self, path: tuple[str, ...]) -> tuple[list[tuple[str, ...]], bool]:
+        prefixes = self._guard.prefixes(path)
+        return prefixes, len(path) <= MAX_PATH_DEPTH and len(prefixes) == len(path) + 1
+
+    def fields(self) -> dict[_FieldKey, NodeStats]:
+        """Each touched field's summary, coarser fields of a call first."""
+        members: dict[_FieldKey, list[_Group]] = {}
+        for (path, index), group in self._groups.items():
+            prefixes, own = self._routes[path]
+            buckets: tuple[Bucket, ...] = (index, ANY_INDEX) if index else (ANY_INDEX,)
+            for prefix in prefixes:
+                for bucket in buckets:
+                    members.setdefault((prefix, bucket, False), []).append(group)
+            if own:
+                for bucket in buckets:
+                    members.setdefault((prefixes[-1], bucket, True), []).append(group)
+        shared: dict[tuple[int, ...], NodeStats] = {}
+        result: dict[_FieldKey, NodeStats] = {}
+        for key, groups in members.items():
+            signature = tuple(map(id, groups))
+            stats = shared.get(signature)
+            if stats is None:
+                stats = shared[signature] = _summarise_groups(groups)
+            result[key] = stats
+        return result
+
+
+def _summarise_groups(groups: list[_Group]) -> NodeStats:
+    if len(groups) == 1:
+        group = groups[0]
         return NodeStats(
-            RunningStats.of(self.remaining_calls),
-            RunningStats.of(self.interarrival_ms),
-            RunningStats.of(self.output_tokens),
-            RunningStats.of(self.sensitivity),
+            RunningStats.of_floats(group.remaining),
+            RunningStats.of_floats(group.gaps),
+            RunningStats.of_floats(group.tokens),
+            RunningStats.of_floats(group.scores),
         )
+    # A summary does not depend on the order of its values (exactly rounded sums, sorted
+    # samples, and a sketch that sorts them first), so groups are simply concatenated.
+    return NodeStats(
+        RunningStats.of_floats([v for group in groups for v in group.remaining]),
+        RunningStats.of_floats([v for group in groups for v in group.gaps]),
+        RunningStats.of_floats([v for group in groups for v in group.tokens]),
+        RunningStats.of_floats([v for group in groups for v in group.scores]),
+    )
 
 
 # --- per-run extraction (design §5.1) -------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _CallSample:
-    call_index: int
-    remaining_calls: float
-    interarrival_ms: float | None
-    output_tokens: float
-    sensitivity: float | None
-
-
-def _call_samples(
-    run: RunRecord, calls: Sequence[CallRecord], sensitivity: bool, parallel_weight: float
-) -> list[_CallSample]:
-    """One sample per LLM call of ``run``; ``calls`` are its LLM calls in start order."""
-    scores = (
-        latency_sensitivity_scores(run, calls, parallel_weight)
-        if sensitivity
-        else [None] * len(calls)
-    )
-    per_path: dict[tuple[str, ...], int] = {}
-    samples: list[_CallSample] = []
-    last = len(calls) - 1
-    for position, call in enumerate(calls):
-        # The run's k-th call at this scope path: frameworks that wrap every turn or
-        # step in a span of its own still count 1, 2, 3 across the turns.
-        call_index = per_path.get(call.path, 0) + 1
-        per_path[call.path] = call_index
-        interarrival = None
-        if position < last:
-            # Overlapping calls would give a negative gap: no wait before the next call.
-            gap_ns = calls[position + 1].start_ns - call.end_ns
-            interarrival = max(gap_ns, 0) / _NS_PER_MS
-        samples.append(
-            _CallSample(
-                call_index=call_index,
-                remaining_calls=float(last - position),
-                interarrival_ms=interarrival,
-                output_tokens=float(call.output_tokens or 0),
-                sensitivity=scores[position],
-            )
-        )
-    return samples
 
 
 def logical_steps(calls: Sequence[CallRecord]) -> list[int]:
@@ -301,35 +361,47 @@ def latency_sensitivity_scores(
     """
     if not calls:
         return []
-    steps = logical_steps(calls)
-    step_count = steps[-1] + 1
-    durations = [max(call.end_ns - call.start_ns, 0) for call in calls]
-    step_sizes = [0] * step_count
-    step_longest = [0] * step_count
-    for step, duration in zip(steps, durations, strict=True):
-        step_sizes[step] += 1
-        step_longest[step] = max(step_longest[step], duration)
+    # One pass over the calls (the rule of logical_steps): each call's step and
+    # duration, each step's size and longest duration.
+    steps: list[int] = []
+    durations: list[int] = []
+    sizes: list[int] = []
+    longest: list[int] = []
+    step_end = 0
+    for call in calls:
+        start, end = call.start_ns, call.end_ns
+        if not sizes or start >= step_end:
+            sizes.append(0)
+            longest.append(0)
+            step_end = end
+        elif end > step_end:
+            step_end = end
+        step = len(sizes) - 1
+        duration = end - start if end > start else 0
+        sizes[step] += 1
+        longest[step] = max(longest[step], duration)
+        steps.append(step)
+        durations.append(duration)
+    fanout_terms, position_terms = _step_terms(len(sizes))
     run_duration = run.end_ns - run.start_ns
     raw: list[float] = []
     for step, duration in zip(steps, durations, strict=True):
-        critical = min(duration / run_duration, 1.0) if run_duration > 0 else 1.0
-        if step_count > 1:
-            fanout = (step_count - 1 - step) / (step_count - 1)
-            relative = step / (step_count - 1)
-            position = max(1.0 - relative, relative)
-        else:
-            fanout = 0.0
-            position = 1.0
-        size = step_sizes[step]
+        critical = 1.0
+        if run_duration > 0:
+            share = duration / run_duration
+            # min(share, 1.0) without the call: this loop runs for every LLM call.
+            critical = 1.0 if share > 1.0 else share
+        size = sizes[step]
         parallel = 0.0
         if size > 1:
-            longest = step_longest[step]
-            slack = 1.0 - duration / longest if longest > 0 else 0.0
+            step_longest = longest[step]
+            slack = 1.0 - duration / step_longest if step_longest > 0 else 0.0
             parallel = (slack + (size - 1) / size) / 2.0
+        # Summed in the order of the formula, so scores stay the same to the last bit.
         raw.append(
             _WEIGHT_CRITICAL * critical
-            + _WEIGHT_FANOUT * fanout
-            + _WEIGHT_POSITION * position
+            + fanout_terms[step]
+            + position_terms[step]
             - parallel_weight * parallel
         )
     low, high = min(raw), max(raw)
@@ -337,6 +409,20 @@ def latency_sensitivity_scores(
     if spread > 0:
         return [(value - low) / spread for value in raw]
     return [0.5] * len(raw)
+
+
+@functools.lru_cache(maxsize=256)
+def _step_terms(step_count: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The weighted fanout and position terms of each step (they depend on the step only)."""
+    if step_count == 1:
+        return (_WEIGHT_FANOUT * 0.0,), (_WEIGHT_POSITION * 1.0,)
+    last = step_count - 1
+    fanout = tuple(_WEIGHT_FANOUT * ((last - step) / last) for step in range(step_count))
+    position = []
+    for step in range(step_count):
+        relative = step / last
+        position.append(_WEIGHT_POSITION * max(1.0 - relative, relative))
+    return fanout, tuple(position)
 
 
 class _BatchWidthGuard:
@@ -582,6 +668,14 @@ class PredictionTrieLearner(Learner):
 
     name: ClassVar[str] = "trie"
 
+    @classmethod
+    def options_from(cls, config: AdaptiveConfig) -> dict[str, Any]:
+        return {
+            "sensitivity": config.sensitivity,
+            "parallel_weight": config.parallel_weight,
+            "scale": config.sensitivity_scale,
+        }
+
     def __init__(
         self,
         *,
@@ -608,46 +702,43 @@ class PredictionTrieLearner(Learner):
         # Per agent: field key -> decoded key and prediction, reused while the
         # stored value is the very same object (views are rebuilt every batch).
         self._field_cache: dict[str, dict[str, _CachedField]] = {}
+        self._key_cache: dict[_FieldKey, str] = {}
 
     @property
     def scale(self) -> int:
         return self._scale
 
     def learn(self, runs: Sequence[RunRecord]) -> dict[str, dict[str, Mergeable]]:
-        builders: dict[str, dict[tuple[tuple[str, ...], Bucket, bool], _NodeBuilder]] = {}
-        guards: dict[str, _BatchWidthGuard] = {}
+        batches: dict[str, _AgentBatch] = {}
         for run in runs:
             calls = run.llm_calls()
             if not calls:
                 continue
-            nodes = builders.setdefault(run.agent_id, {})
-            guard = guards.get(run.agent_id)
-            if guard is None:
-                guard = guards[run.agent_id] = _BatchWidthGuard(self._max_children)
-            samples = _call_samples(run, calls, self._sensitivity, self._parallel_weight)
-            for call, sample in zip(calls, samples, strict=True):
-                buckets: tuple[Bucket, ...] = (
-                    (sample.call_index, ANY_INDEX)
-                    if sample.call_index <= self._max_call_index
-                    else (ANY_INDEX,)
+            batch = batches.get(run.agent_id)
+            if batch is None:
+                batch = batches[run.agent_id] = _AgentBatch(
+                    self._max_children, self._max_call_index
                 )
-                prefixes = guard.prefixes(call.path)
-                keys = [(prefix, bucket, False) for prefix in prefixes for bucket in buckets]
-                if len(call.path) <= MAX_PATH_DEPTH and len(prefixes) == len(call.path) + 1:
-                    # The call's own node was admitted: it learns the call as its own too.
-                    keys.extend((prefixes[-1], bucket, True) for bucket in buckets)
-                for key in keys:
-                    node = nodes.get(key)
-                    if node is None:
-                        node = nodes[key] = _NodeBuilder()
-                    node.add(sample)
+            scores = (
+                latency_sensitivity_scores(run, calls, self._parallel_weight)
+                if self._sensitivity
+                else None
+            )
+            batch.add_run(calls, scores)
         return {
-            agent_id: {
-                encode_field_key(prefix, bucket, own=own): node.build()
-                for (prefix, bucket, own), node in nodes.items()
-            }
-            for agent_id, nodes in builders.items()
+            agent_id: {self._field_key(key): stats for key, stats in batch.fields().items()}
+            for agent_id, batch in batches.items()
         }
+
+    def _field_key(self, key: _FieldKey) -> str:
+        # The same few keys come back every batch: encode each once.
+        cache = self._key_cache
+        encoded = cache.get(key)
+        if encoded is None:
+            if len(cache) >= _KEY_CACHE_SIZE:
+                cache.clear()
+            encoded = cache[key] = encode_field_key(key[0], key[1], own=key[2])
+        return encoded
 
     def decode_field(self, key: str, data: bytes) -> NodeStats:
         decode_field_key(key)
@@ -838,7 +929,10 @@ def _is_number(value: Any) -> bool:
 
 __all__ = [
     "ANY_INDEX",
+    "DIGEST_NODE_BYTES",
     "ENVELOPE_VERSION",
+    "MAX_EXACT_NODE_BYTES",
+    "MAX_NODE_BYTES",
     "MAX_PATH_DEPTH",
     "Bucket",
     "MetricSummary",

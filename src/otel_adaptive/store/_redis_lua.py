@@ -351,7 +351,8 @@ return {1}
 """
 
 #: KEYS: the agent registry set. ARGV: mode, then agent ids.
-#: Returns {written (0/1), problems, existed (0 when the registry was absent)}.
+#: Returns {written (0/1), problems, existed (0 when the registry was absent),
+#: added (agent ids the set did not hold yet)}.
 REGISTER_AGENTS = r"""
 local mode = ARGV[1]
 local problems = {}
@@ -360,11 +361,12 @@ local existed = 1
 if t == 'none' then existed = 0 end
 if t ~= 'none' and t ~= 'set' then
   problems[1] = {1, 'wrong_type', t}
-  if mode ~= 'replace' then return {0, problems, 1} end
+  if mode ~= 'replace' then return {0, problems, 1, 0} end
   redis.call('DEL', KEYS[1])
 end
+local added = 0
 for first = 2, #ARGV, 500 do
-  redis.call('SADD', KEYS[1], unpack(ARGV, first, math.min(first + 499, #ARGV)))
+  added = added + redis.call('SADD', KEYS[1], unpack(ARGV, first, math.min(first + 499, #ARGV)))
 end
-return {1, problems, existed}
+return {1, problems, existed, added}
 """

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from otel_adaptive.learners import LEARNER_TYPES, build_learners
+from otel_adaptive.learners import LEARNER_TYPES, build_learners, learner_for
 from otel_adaptive.learners.base import Learner, Mergeable
 from otel_adaptive.records import RunRecord
 
@@ -123,14 +123,7 @@ class Store(ABC):
         return self.load_view(agent_id, PLAN_LEARNER)
 
     def _learner(self, name: str) -> Learner:
-        configured = self.learners.get(name)
-        if configured is not None:
-            return configured
-        learner_type = LEARNER_TYPES.get(name)
-        if learner_type is None:
-            allowed = ", ".join(sorted({*self.learners, *LEARNER_TYPES}))
-            raise ValueError(f"unknown learner {name!r}; allowed: {allowed}")
-        return learner_type()
+        return learner_for(name, self.learners)
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections; the store is not used afterwards."""

@@ -44,7 +44,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from otel_adaptive.learners import LEARNER_TYPES
 from otel_adaptive.learners.base import Learner, Mergeable
 from otel_adaptive.records import (
     RUN_SCHEMA_VERSION,
@@ -540,7 +539,7 @@ class RedisStore(Store):
         Read in bounded chunks; a value or an agent over the size limits is
         reported once and left out, so one bad agent never stalls the others.
         """
-        decoder = self._decoder(learner)
+        decoder = self._learner(learner)
         scripts = self._ensure_scripts("load_fields")
         self._check_process()
         listing = self._list_writers(scripts, agent_id)
@@ -1013,15 +1012,6 @@ class RedisStore(Store):
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _decoder(self, name: str) -> Learner:
-        learner = self.learners.get(name)
-        if learner is None and name in LEARNER_TYPES:
-            learner = LEARNER_TYPES[name]()
-        if learner is None:
-            allowed = ", ".join(sorted({*self.learners, *LEARNER_TYPES}))
-            raise ValueError(f"unknown learner {name!r}; allowed: {allowed}")
-        return learner
-
     def _register_call(self, scripts: _Scripts, agent_ids: Iterable[str]) -> _ScriptCall | None:
         """Add agents this store has not registered yet to the registry set, or None."""
         if time.monotonic() - self._registry_checked >= _REGISTRY_RECHECK_SECONDS:
@@ -1032,7 +1022,7 @@ class RedisStore(Store):
         return _ScriptCall(scripts.register_agents, [self._keys.registry], [self._mode, *new])
 
     def _settle_register(self, call: _ScriptCall, reply: list[Any]) -> None:
-        written, problems, existed = reply
+        written, problems, existed, added = reply
         self._report_problems(call.keys, problems)
         if not written:
             return
@@ -1041,7 +1031,8 @@ class RedisStore(Store):
             self._registered.update(agents)
             self._ever_registered.update(agents)
             self._registry_checked = time.monotonic()
-            self._counters["agents_registered"] += len(agents)
+            # What the registry gained, not what was sent: others may have listed them.
+            self._counters["agents_registered"] += int(added)
             lost = [] if existed else sorted(self._ever_registered.difference(agents))
         if lost:
             # The registry vanished (flush, empty restart, failover): every agent this
