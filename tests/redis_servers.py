@@ -434,7 +434,7 @@ class BlackholeServer:
 
 
 class RedisProxy:
-    """A TCP proxy to Redis that counts reply bytes and can lose a reply.
+    """A TCP proxy to Redis that counts request and reply bytes and can lose a reply.
 
     After :meth:`drop_reply_to` the next request containing the marker is
     forwarded to Redis, then the client connection is closed instead of
@@ -451,6 +451,7 @@ class RedisProxy:
         self._lock = threading.Lock()
         self.dropped = threading.Event()
         self.reply_bytes = 0  # bytes passed from Redis to clients
+        self.request_bytes = 0  # bytes passed from clients to Redis
         self._sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -488,6 +489,7 @@ class RedisProxy:
                     if self._marker is not None and self._marker in data:
                         self._marker = None
                         cut.set()
+                    self.request_bytes += len(data)
                 upstream.sendall(data)
         with contextlib.suppress(OSError):
             upstream.shutdown(socket.SHUT_WR)

@@ -2,7 +2,9 @@
 
 Runs and learned deltas fail separately: each has its own bounded buffer and its own
 back-off, so a run the store cannot take never holds learning back, and a store that
-rejects one delta batch still receives every run. An unreachable store
+rejects one delta batch still receives every run. Delta batches that wait together (a
+backlog after an outage, a replay's one batch per run) go to the store in one
+``merge_batches`` call: one write per agent, not one per batch. An unreachable store
 (``StoreUnavailableError``) is waited out; any other error is the data's fault: the
 offending runs (found one by one) or batch are dropped and counted, the rest go on.
 """
@@ -23,6 +25,8 @@ from otel_adaptive.store.base import AgentDelta, Store, StoreUnavailableError
 WRITE_CHUNK = 500
 #: Learned delta batches waiting for the store, at most (each holds one interval).
 MAX_PENDING_BATCHES = 1000
+#: Delta batches written together in one ``merge_batches`` call, at most.
+MERGE_CHUNK = 200
 _BACKOFF_MIN_SECONDS = 0.1
 _BACKOFF_MAX_SECONDS = 30.0
 
@@ -70,6 +74,11 @@ class StoreWriter:
         self._log = log
         self._runs: deque[RunRecord] = deque()
         self._deltas: deque[tuple[str, list[AgentDelta]]] = deque()
+        # A store that only has the default merge_batches merges batch by batch anyway:
+        # writing it one batch per call keeps a failing batch from being retried with others.
+        self._merge_chunk = (
+            MERGE_CHUNK if type(store).merge_batches is not Store.merge_batches else 1
+        )
         self._runs_backoff = _Backoff()
         self._deltas_backoff = _Backoff()
 
@@ -145,24 +154,54 @@ class StoreWriter:
 
     def _write_deltas(self, now: float) -> None:
         while self._deltas:
-            batch_id, deltas = self._deltas[0]
+            chunk = [self._deltas[i] for i in range(min(self._merge_chunk, len(self._deltas)))]
             try:
-                applied = self._store.merge(batch_id, deltas)
+                outcomes: list[bool | None]
+                if len(chunk) == 1:
+                    outcomes = [self._store.merge(*chunk[0])]
+                else:
+                    outcomes = list(self._store.merge_batches(chunk))
             except StoreUnavailableError as exc:
                 self._unavailable("learned state", now, self._deltas_backoff, exc)
                 return
             except Exception:
-                self._counters.batches_unstorable += 1
-                self._log.report(
-                    "batch_unstorable", "otel-adaptive could not store a learned batch"
-                )
-            else:
-                if applied:
-                    self._counters.batches_merged += 1
-                else:
-                    self._counters.batches_deduplicated += 1
-            self._deltas.popleft()
+                unstorable: list[bool | None] = [None]  # a lone batch: it is the bad one
+                found = self._merge_one_by_one(chunk) if len(chunk) > 1 else unstorable
+                if found is None:
+                    return  # the store went away meanwhile: the rest waits
+                outcomes = found
+            for outcome in outcomes:
+                self._deltas.popleft()
+                self._count_merge(outcome)
         self._deltas_backoff.succeeded()
+
+    def _merge_one_by_one(
+        self, chunk: list[tuple[str, list[AgentDelta]]]
+    ) -> list[bool | None] | None:
+        """Find the batches the store cannot take: they are dropped (None), the others merged."""
+        outcomes: list[bool | None] = []
+        for batch_id, deltas in chunk:
+            try:
+                outcomes.append(self._store.merge(batch_id, deltas))
+            except StoreUnavailableError as exc:
+                self._unavailable("learned state", time.monotonic(), self._deltas_backoff, exc)
+                # Those merged already are settled; the rest waits.
+                for outcome in outcomes:
+                    self._deltas.popleft()
+                    self._count_merge(outcome)
+                return None
+            except Exception:
+                outcomes.append(None)
+        return outcomes
+
+    def _count_merge(self, outcome: bool | None) -> None:
+        if outcome is None:
+            self._counters.batches_unstorable += 1
+            self._log.report("batch_unstorable", "otel-adaptive could not store a learned batch")
+        elif outcome:
+            self._counters.batches_merged += 1
+        else:
+            self._counters.batches_deduplicated += 1
 
     # --- bounds and failures ---------------------------------------------------------------
 

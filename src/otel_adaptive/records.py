@@ -1,13 +1,14 @@
 """Typed records that flow from the assembler to the stores and learners.
 
-Records are frozen ``msgspec`` structs: cheap to build, immutable once handed to
-another stage, and encoded to compact JSON for storage without a schema layer of
-our own.
+Records are frozen ``msgspec`` structs: cheap to build and immutable once handed to
+another stage. Runs are stored in a compact, versioned binary form (a version byte,
+then MessagePack arrays; ``docs/storage.md`` describes it); runs stored earlier as
+JSON objects still decode.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -104,18 +105,146 @@ def _start_key(call: CallRecord) -> tuple[int, int]:
     return (call.start_ns, call.end_ns)
 
 
-_ENCODER = msgspec.json.Encoder()
-_RUN_DECODER = msgspec.json.Decoder(RunRecord)
+class RunFormatError(ValueError):
+    """A stored run whose encoding version this code does not know (written by a newer one)."""
+
+
+#: First byte of a run in the binary form, version 1.
+RUN_FORMAT_V1 = 0x01
+_V1_PREFIX = bytes([RUN_FORMAT_V1])
+# Runs stored as JSON objects (before the binary form) start with '{'.
+_JSON_FIRST_BYTES = frozenset(b"{ \t\r\n")
+_KINDS: tuple[CallKind, CallKind] = ("llm", "tool")
+_KIND_CODES = {kind: code for code, kind in enumerate(_KINDS)}
+_Index = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _WireCall(msgspec.Struct, frozen=True, array_like=True):
+    """A call in the binary form: repeated values are indexes into the run's tables,
+    times are relative to the run's start. New fields go at the end, with a default."""
+
+    kind: Literal[0, 1]
+    name: str
+    span_id: str
+    parent: _Index  # into _WireRun.parents
+    path: _Index  # into _WireRun.paths
+    start: int  # ns after the run's start
+    duration: int  # ns
+    output_tokens: int | None
+    prompt_tokens: int | None
+    total_tokens: int | None
+    model: _Index  # into _WireRun.models
+    tool_call_count: int | None
+
+
+class _WireRun(msgspec.Struct, frozen=True, array_like=True):
+    """A run in the binary form (see ``docs/storage.md``)."""
+
+    id: str
+    agent_id: str
+    trace_id: str
+    start_ns: int
+    duration: int
+    truncated: bool
+    schema_version: int
+    paths: list[tuple[str, ...]]
+    parents: list[str | None]
+    models: list[str | None]
+    calls: list[_WireCall]
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_WIRE_DECODER = msgspec.msgpack.Decoder(_WireRun)
+_JSON_RUN_DECODER = msgspec.json.Decoder(RunRecord)
 
 
 def encode_run(run: RunRecord) -> bytes:
-    """Encode a run as compact JSON."""
-    return _ENCODER.encode(run)
+    """Encode a run in the current binary form: the version byte, then MessagePack."""
+    start = run.start_ns
+    paths: dict[tuple[str, ...], int] = {}
+    parents: dict[str | None, int] = {}
+    models: dict[str | None, int] = {}
+    calls = [
+        (
+            _KIND_CODES[c.kind],
+            c.name,
+            c.span_id,
+            parents.setdefault(c.parent_span_id, len(parents)),
+            paths.setdefault(c.path, len(paths)),
+            c.start_ns - start,
+            c.end_ns - c.start_ns,
+            c.output_tokens,
+            c.prompt_tokens,
+            c.total_tokens,
+            models.setdefault(c.model_name, len(models)),
+            c.tool_call_count,
+        )
+        for c in run.calls
+    ]
+    wire = (
+        run.id,
+        run.agent_id,
+        run.trace_id,
+        start,
+        run.end_ns - start,
+        run.truncated,
+        run.schema_version,
+        list(paths),
+        list(parents),
+        list(models),
+        calls,
+    )
+    buffer = bytearray(_V1_PREFIX)
+    _ENCODER.encode_into(wire, buffer, 1)
+    return bytes(buffer)
 
 
 def decode_run(data: bytes | str) -> RunRecord:
-    """Decode a run encoded by :func:`encode_run`.
+    """Decode a run encoded by :func:`encode_run`, or a run stored earlier as JSON.
 
-    Raises ``msgspec.DecodeError`` (a ``ValueError``) on corrupt or foreign data.
+    Raises :class:`RunFormatError` for an encoding version this code does not know, and
+    ``msgspec.DecodeError`` (a ``ValueError`` too) on corrupt data.
     """
-    return _RUN_DECODER.decode(data)
+    raw = data.encode() if isinstance(data, str) else data
+    if not raw:
+        raise msgspec.DecodeError("empty run record")
+    first = raw[0]
+    if first == RUN_FORMAT_V1:
+        return _from_wire(_WIRE_DECODER.decode(memoryview(raw)[1:]))
+    if first in _JSON_FIRST_BYTES:
+        return _JSON_RUN_DECODER.decode(raw)
+    raise RunFormatError(f"unknown run encoding version {first}")
+
+
+def _from_wire(wire: _WireRun) -> RunRecord:
+    start = wire.start_ns
+    try:
+        calls = tuple(
+            CallRecord(
+                kind=_KINDS[c.kind],
+                name=c.name,
+                span_id=c.span_id,
+                parent_span_id=wire.parents[c.parent],
+                path=wire.paths[c.path],
+                start_ns=start + c.start,
+                end_ns=start + c.start + c.duration,
+                output_tokens=c.output_tokens,
+                prompt_tokens=c.prompt_tokens,
+                total_tokens=c.total_tokens,
+                model_name=wire.models[c.model],
+                tool_call_count=c.tool_call_count,
+            )
+            for c in wire.calls
+        )
+    except IndexError:
+        raise msgspec.DecodeError("run record refers to a table entry it does not hold") from None
+    return RunRecord(
+        id=wire.id,
+        agent_id=wire.agent_id,
+        trace_id=wire.trace_id,
+        start_ns=start,
+        end_ns=start + wire.duration,
+        calls=calls,
+        truncated=wire.truncated,
+        schema_version=wire.schema_version,
+    )

@@ -103,6 +103,10 @@ class _CountingStore(Store):
     def merge(self, batch_id: str, deltas: Sequence[AgentDelta]) -> bool:
         return self._inner.merge(batch_id, deltas)
 
+    def merge_batches(self, batches: Sequence[tuple[str, Sequence[AgentDelta]]]) -> list[bool]:
+        # Forwarded, not left to the default: one write per agent for a replay's many batches.
+        return self._inner.merge_batches(batches)
+
     def load_fields(self, agent_id: str, learner: str) -> dict[str, Mergeable]:
         return self._inner.load_fields(agent_id, learner)
 

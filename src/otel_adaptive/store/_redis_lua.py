@@ -63,8 +63,9 @@ local function drop_runs(ids)
 end
 """
 
-#: ARGV: schema version, mode, max runs, age cutoff ('' for none), then
-#: (run id, end time score, encoded run) triples.
+#: ARGV: schema version, mode, max runs, age cutoff ('' for none), run count n,
+#: then n (end time score, run id) pairs, then n (run id, encoded run) pairs: each
+#: range goes to ZADD and HSET as it is (no per-run table building in Lua).
 #: Returns {written (0/1), problems, runs removed by retention, fresh (1 when the
 #: agent had no meta hash: new here, or lost in a flush or an empty restart),
 #: runs added (the others replaced a run of the same id)}.
@@ -74,6 +75,7 @@ SAVE_RUNS = (
 local version, mode = ARGV[1], ARGV[2]
 local max_runs = tonumber(ARGV[3])
 local cutoff = ARGV[4]
+local n = tonumber(ARGV[5])
 local problems = {}
 local existed = redis.call('EXISTS', KEYS[1])
 if not guard_agent(version, mode, problems) then return {0, problems, 0, 0, 0} end
@@ -84,28 +86,32 @@ if #problems > 0 and mode == 'replace' then
   -- The run hash and its index only make sense together.
   redis.call('DEL', KEYS[2], KEYS[3])
 end
--- One HSET and one ZADD per 500 runs, not per run: commands do not grow with the batch.
+-- One HSET and one ZADD per 500 runs (Lua's unpack has a small argument limit).
 local added = 0
-for first = 5, #ARGV, 1500 do
-  local fields, scores = {}, {}
-  for i = first, math.min(first + 1497, #ARGV - 2), 3 do
-    fields[#fields + 1] = ARGV[i]
-    fields[#fields + 1] = ARGV[i + 2]
-    scores[#scores + 1] = ARGV[i + 1]
-    scores[#scores + 1] = ARGV[i]
-  end
-  added = added + redis.call('HSET', KEYS[2], unpack(fields))
-  redis.call('ZADD', KEYS[3], unpack(scores))
+local scores, records = 6, 6 + 2 * n
+for offset = 0, 2 * n - 1, 1000 do
+  local last = math.min(offset + 999, 2 * n - 1)
+  added = added + redis.call('HSET', KEYS[2], unpack(ARGV, records + offset, records + last))
+  redis.call('ZADD', KEYS[3], unpack(ARGV, scores + offset, scores + last))
 end
 local removed = 0
 if cutoff ~= '' then
   removed = removed + drop_runs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. cutoff))
 end
-local count = redis.call('ZCARD', KEYS[3])
-if count > max_runs then
-  removed = removed + drop_runs(redis.call('ZRANGE', KEYS[3], 0, count - max_runs - 1))
+local excess = redis.call('ZCARD', KEYS[3]) - max_runs
+if excess > 0 then
+  -- The oldest go: ZPOPMIN takes them off the index, their records follow.
+  local popped = redis.call('ZPOPMIN', KEYS[3], excess)
+  for first = 1, #popped, 1000 do
+    local ids = {}
+    for j = first, math.min(first + 998, #popped), 2 do ids[#ids + 1] = popped[j] end
+    redis.call('HDEL', KEYS[2], unpack(ids))
+  end
+  removed = removed + excess
 end
-redis.call('HSET', KEYS[1], 'schema_version', version)
+if existed == 0 or #problems > 0 then
+  redis.call('HSET', KEYS[1], 'schema_version', version)
+end
 return {1, problems, removed, 1 - existed, added}
 """
 )
@@ -221,88 +227,91 @@ return {1, {}, scanned[2], learned_version}
 #: KEYS: meta, batch ids, writer hash, then this writer's shard of each
 #: learned-state hash (one per configured learner), then the base hashes in the
 #: same order.
-#: ARGV: batch id, schema version, mode, now, batch ids kept, writer id, stamp
-#: (the time this writer last wrote, as its writers entry should still say, or
-#: '' to check every field), then for each shard a field count n followed by n
-#: triples (field, SHA-1 of the value this writer last wrote there or '' if
-#: none, new value).
-#: Only this writer writes its shard, so the compare-and-set fails only when the
-#: writer's own view is stale (a lost reply, a compacted shard): the conflict
-#: reply carries the current values. Batch ids are shared by every writer of the
-#: agent, so a batch merged by any process is skipped.
-#: Returns {status, problems, fresh, conflicts}: status 1 applied, 0 batch
-#: already applied, 2 conflicts as (key index, field, current value) triples,
-#: 3 bad data blocks the write in ignore mode; fresh is 1 when the agent had no
-#: meta hash (new here, or lost in a flush or an empty restart).
+#: ARGV: schema version, mode, now, batch ids kept, writer id, stamp (what this
+#: writer's entry in the writer hash should still say: '' for none), batch count
+#: m, m batch ids, then for each shard a field count n followed by n (field, new
+#: value) pairs, a range HSET takes as it is.
+#: Only this writer writes its shard, and every change to it (its writes, a fold)
+#: changes its writer entry: while the entry still says ``stamp``, the writer
+#: knows what the shard holds, so the write needs no check of its own (no read, no
+#: digest). Otherwise nothing is written and the reply carries the entry and the
+#: current values of the named fields (a writer that knows it is unsure sends a
+#: stamp that never matches, with empty values). Batch ids are shared by every
+#: writer of the agent, so a batch merged by any process is skipped.
+#: Returns {status, problems, fresh, conflicts, extra}: status 1 applied, 0 every
+#: batch already applied, 4 some were (extra: their 1-based positions; nothing is
+#: written), 2 the stamp did not match (conflicts: (key index, field, current
+#: value) triples; extra: the entry), 3 bad data blocks the write in ignore mode;
+#: fresh is 1 when the agent had no meta hash (new here, or lost in a flush or an
+#: empty restart).
 MERGE_SHARD = (
     _PRELUDE
     + r"""
-local batch, version, mode = ARGV[1], ARGV[2], ARGV[3]
-local now, keep, writer, stamp = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local version, mode = ARGV[1], ARGV[2]
+local now, keep, writer, stamp = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local batches = tonumber(ARGV[7])
 local problems = {}
 local fresh = 1 - redis.call('EXISTS', KEYS[1])
-if not guard_agent(version, mode, problems) then return {3, problems, fresh, {}} end
-if not guard_key(2, 'zset', mode, problems) then return {3, problems, fresh, {}} end
-if not guard_key(3, 'hash', mode, problems) then return {3, problems, fresh, {}} end
-if redis.call('ZSCORE', KEYS[2], batch) then return {0, problems, fresh, {}} end
+if not guard_agent(version, mode, problems) then return {3, problems, fresh, {}, ''} end
+if not guard_key(2, 'zset', mode, problems) then return {3, problems, fresh, {}, ''} end
+if not guard_key(3, 'hash', mode, problems) then return {3, problems, fresh, {}, ''} end
+local seen = {}
+for i = 1, batches do
+  if redis.call('ZSCORE', KEYS[2], ARGV[7 + i]) then seen[#seen + 1] = i end
+end
+if #seen == batches then return {0, problems, fresh, {}, ''} end
+if #seen > 0 then return {4, problems, fresh, {}, seen} end
 local specs = {}
-local pos = 8
+local pos = 8 + batches
 -- KEYS[4 .. 3 + n] are the shards; the base hashes after them are only named so
 -- that replace mode can start an agent of another schema afresh.
 for k = 4, 3 + (#KEYS - 3) / 2 do
   local n = tonumber(ARGV[pos])
   pos = pos + 1
   if n > 0 then
-    if not guard_key(k, 'hash', mode, problems) then return {3, problems, fresh, {}} end
-    specs[#specs + 1] = {k, pos, n}
+    if not guard_key(k, 'hash', mode, problems) then return {3, problems, fresh, {}, ''} end
+    specs[#specs + 1] = {k, pos, pos + 2 * n - 1}
   end
-  pos = pos + 3 * n
+  pos = pos + 2 * n
 end
--- When the writer's entry still holds the stamp of its last write, nothing but
--- that write touched the shard: no field needs checking (no HMGET, no SHA-1).
-local trusted = stamp ~= '' and redis.call('HGET', KEYS[3], writer) == stamp
--- Fields are read and written 500 at a time (HMGET, HSET), not one command each.
-local conflicts = {}
-for _, spec in ipairs(specs) do
-  if trusted then break end
-  local key = KEYS[spec[1]]
-  local last = spec[2] + 3 * (spec[3] - 1)
-  for first = spec[2], last, 1500 do
-    local names = {}
-    for p = first, math.min(first + 1497, last), 3 do names[#names + 1] = ARGV[p] end
-    local values = redis.call('HMGET', key, unpack(names))
-    for j = 1, #names do
-      local p = first + 3 * (j - 1)
-      local current = values[j]
-      local digest = ''
-      if current then digest = redis.sha1hex(current) end
-      if digest ~= ARGV[p + 1] then
+local entry = redis.call('HGET', KEYS[3], writer) or ''
+if entry ~= stamp then
+  local conflicts = {}
+  for _, spec in ipairs(specs) do
+    for first = spec[2], spec[3], 1000 do
+      local names = {}
+      for p = first, math.min(first + 998, spec[3]), 2 do names[#names + 1] = ARGV[p] end
+      local values = redis.call('HMGET', KEYS[spec[1]], unpack(names))
+      for j = 1, #names do
         conflicts[#conflicts + 1] = spec[1]
-        conflicts[#conflicts + 1] = ARGV[p]
-        conflicts[#conflicts + 1] = current
+        conflicts[#conflicts + 1] = names[j]
+        conflicts[#conflicts + 1] = values[j]
       end
     end
   end
+  return {2, problems, fresh, conflicts, entry}
 end
-if #conflicts > 0 then return {2, problems, fresh, conflicts} end
+-- Fields are written 500 at a time, straight from the argument range.
 for _, spec in ipairs(specs) do
-  local key = KEYS[spec[1]]
-  local last = spec[2] + 3 * (spec[3] - 1)
-  for first = spec[2], last, 1500 do
-    local pairs_ = {}
-    for p = first, math.min(first + 1497, last), 3 do
-      pairs_[#pairs_ + 1] = ARGV[p]
-      pairs_[#pairs_ + 1] = ARGV[p + 2]
-    end
-    redis.call('HSET', key, unpack(pairs_))
+  for first = spec[2], spec[3], 1000 do
+    redis.call('HSET', KEYS[spec[1]], unpack(ARGV, first, math.min(first + 999, spec[3])))
   end
 end
-redis.call('ZADD', KEYS[2], now, batch)
+for first = 1, batches, 500 do
+  local scored = {}
+  for i = first, math.min(first + 499, batches) do
+    scored[#scored + 1] = now
+    scored[#scored + 1] = ARGV[7 + i]
+  end
+  redis.call('ZADD', KEYS[2], unpack(scored))
+end
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(keep + 1))
 redis.call('HSET', KEYS[3], writer, now)
-redis.call('HSET', KEYS[1], 'schema_version', version)
+if fresh == 1 or #problems > 0 then
+  redis.call('HSET', KEYS[1], 'schema_version', version)
+end
 redis.call('HINCRBY', KEYS[1], 'learned_version', 1)
-return {1, problems, fresh, {}}
+return {1, problems, fresh, {}, ''}
 """
 )
 

@@ -84,6 +84,15 @@ class Store(ABC):
         Returns True when the batch was applied, False when it had been already.
         """
 
+    def merge_batches(self, batches: Sequence[tuple[str, Sequence[AgentDelta]]]) -> list[bool]:
+        """Merge several ``(batch id, deltas)`` batches; per batch, what :meth:`merge` returns.
+
+        Each batch is still applied once, by its id. Stores that can write the batches
+        waiting for one agent together (one write per agent, not one per batch) override
+        this; by default they are merged one after the other.
+        """
+        return [self.merge(batch_id, deltas) for batch_id, deltas in batches]
+
     @abstractmethod
     def load_fields(self, agent_id: str, learner: str) -> dict[str, Mergeable]:
         """The agent's full learned state for one learner (empty if none)."""

@@ -1,11 +1,11 @@
 """A :class:`~otel_adaptive.store.base.Store` backed by Redis or Redis Cluster.
 
 Every key of one agent carries the hash tag ``{<agent>}``, so all of an agent's
-writes are single atomic Lua scripts on one cluster slot. Learned state is
-merged by optimistic compare-and-set: one round trip reads only the touched
-fields, the values are merged in Python, and a second script writes them only
-if those fields are unchanged and the batch id is new; a conflict reply carries
-the fresh values, so a retry costs one more round trip. The key layout is
+writes are single atomic Lua scripts on one cluster slot. Each process merges
+learned state into its own shard: values are merged in Python from what it knows
+it wrote, and one script writes them if the batch ids are new and its writer
+entry still holds the stamp of its last write; otherwise the reply carries the
+current values, so a retry costs one more round trip. The key layout is
 documented in ``docs/storage.md``.
 """
 
@@ -45,7 +45,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from otel_adaptive.learners.base import Learner, Mergeable
-from otel_adaptive.records import RUN_SCHEMA_VERSION, RunRecord, decode_run, encode_run
+from otel_adaptive.records import (
+    RUN_SCHEMA_VERSION,
+    RunFormatError,
+    RunRecord,
+    decode_run,
+    encode_run,
+)
 from otel_adaptive.redaction import Redactor, mask_url, url_secrets
 from otel_adaptive.store import _redis_lua
 from otel_adaptive.store.base import AgentDelta, Store, StoreUnavailableError
@@ -180,32 +186,42 @@ _Slot: TypeAlias = tuple[int, str]  # (learner index, field key)
 _UNUSABLE: Any = object()
 
 
+# A shard stamp no writer entry ever holds (entries are times): asks for the values.
+_UNSURE = "?"
+
+
 @dataclass
 class _OwnShard:
-    """What this writer last wrote to one agent: (SHA-1, decoded value) per field.
+    """What this writer knows one agent's shards hold while its writer entry says ``stamp``.
 
-    Only this process writes its shards, so this is their content: merges need
-    no read and refreshes no decode of it. ``complete`` is False when entries may
-    be missing (after a lost reply, an eviction or a fold): then the shard in
-    Redis is read like any other.
+    Only this process writes its shards, and every change to them (its writes, a
+    fold) changes its entry in the agent's writer hash; so while the entry says
+    ``stamp``, the values here (decoded; None for a field known to be absent) are
+    what Redis holds: merges need no read and refreshes no decode of them.
+    ``complete`` says no other field exists (a shard this writer started); when it is
+    False (after an eviction, a lost reply or a fold) fields not listed are unknown,
+    and the shard in Redis is read like any other.
     """
 
     complete: bool
-    last_write: str = ""
-    fields: dict[_Slot, tuple[str, Mergeable]] = field(default_factory=dict)
+    stamp: str = ""
+    fields: dict[_Slot, Any] = field(default_factory=dict)
 
 
 @dataclass
 class _AgentMerge:
-    """One agent's part of a merge, carried across compare-and-set attempts."""
+    """One agent's part of a merge of one or more batches, carried across attempts."""
 
     agent_id: str
     keys: list[str]  # meta, batch ids, writers, this writer's shard per learner
-    deltas: list[dict[str, Mergeable]]  # aligned with RedisKeyLayout.learner_names
-    # (SHA-1, decoded value or None if absent) the server said a field holds.
-    current: dict[_Slot, tuple[str, Any]] = field(default_factory=dict)
-    prepared: dict[_Slot, tuple[str, bytes, Mergeable] | None] = field(default_factory=dict)
-    outcome: Literal["applied", "duplicate", "skipped"] | None = None
+    batches: list[tuple[str, list[AgentDelta]]]  # (batch id, this agent's deltas), in order
+    deltas: list[dict[str, Mergeable]] = field(default_factory=list)  # per learner, combined
+    # (merged bytes, merged value) per field, or None to leave the field alone.
+    prepared: dict[_Slot, tuple[bytes, Mergeable] | None] = field(default_factory=dict)
+    applied: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    done: bool = False
 
 
 class _Scripts:
@@ -438,10 +454,7 @@ class RedisStore(Store):
         cutoff = "" if self._max_age is None else repr(time.time() - self._max_age)
         calls: list[_ScriptCall] = []
         for agent_id, agent_runs in by_agent.items():
-            args: list[Any] = [STORE_SCHEMA_VERSION, self._mode, self._max_runs, cutoff]
-            for run in agent_runs:
-                args += [run.id, run.end_ns / 1e9, encode_run(run)]
-            calls.append(_ScriptCall(scripts.save_runs, self._keys.agent_keys(agent_id), args))
+            calls.append(self._save_call(scripts, agent_id, agent_runs, cutoff))
         register = self._register_call(scripts, by_agent)
         replies = self._run_scripts("save_runs", [*calls, *([register] if register else [])])
         if register is not None:
@@ -467,6 +480,20 @@ class RedisStore(Store):
         self._register_again(fresh_agents)
         return saved
 
+    def _save_call(
+        self, scripts: _Scripts, agent_id: str, runs: Sequence[RunRecord], cutoff: str
+    ) -> _ScriptCall:
+        """SAVE_RUNS for one agent: a (score, id) range for the index, an (id, record) range."""
+        index: list[Any] = []
+        records: list[Any] = []
+        for run in runs:
+            index += (run.end_ns / 1e9, run.id)
+            records += (run.id, encode_run(run))
+        args = [STORE_SCHEMA_VERSION, self._mode, self._max_runs, cutoff, len(runs)]
+        return _ScriptCall(
+            scripts.save_runs, self._keys.agent_keys(agent_id), args + index + records
+        )
+
     def list_runs(self, agent_id: str, limit: int | None = None) -> list[RunRecord]:
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0 or None, got {limit}")
@@ -484,6 +511,9 @@ class RedisStore(Store):
                 continue
             try:
                 run = decode_run(data)
+            except RunFormatError as exc:  # written by a newer version: not ours to read
+                self._report(keys[1], "schema_version", f"run {_text(run_id)!r}: {exc}")
+                continue
             except ValueError as exc:
                 self._report(keys[1], "corrupt", f"run {_text(run_id)!r}: {exc}")
                 continue
@@ -541,8 +571,8 @@ class RedisStore(Store):
                 earlier = fields.get(field_key)
                 fields[field_key] = value if earlier is None else earlier.merge(value)
         if own is not None and index is not None:
-            for (learner_index, field_key), (_, value) in own.fields.items():
-                if learner_index == index:
+            for (learner_index, field_key), value in own.fields.items():
+                if learner_index == index and value is not None and value is not _UNUSABLE:
                     earlier = fields.get(field_key)
                     fields[field_key] = value if earlier is None else earlier.merge(value)
         self._fold_departed(scripts, agent_id, learner, listed, raw, decoded)
@@ -576,61 +606,48 @@ class RedisStore(Store):
         never redoes work because of another writer. Returns False only when every
         agent in the batch had already applied it (in any process).
         """
+        return self.merge_batches([(batch_id, deltas)])[0]
+
+    def merge_batches(self, batches: Sequence[tuple[str, Sequence[AgentDelta]]]) -> list[bool]:
+        """Merge several batches with one script call per agent, all in one round trip.
+
+        Each agent's deltas of every batch are combined first and written with all
+        their batch ids at once; when the agent had applied some of those batches
+        already (a retry), the rest are combined again and written, so each batch
+        counts once. Per batch, as :meth:`merge` returns it.
+        """
         self._check_process()
-        plans = self._plan_merge(deltas)
-        if not plans:
-            return True
-        scripts = self._ensure_scripts("merge")
-        register = self._register_call(scripts, [plan.agent_id for plan in plans])
-        registered_now = set(register.args[1:]) if register is not None else set()
-        pending, attempt, fresh_agents = plans, 0, []
-        now = repr(time.time())
-        try:
-            while pending:
-                calls = [self._write_call(scripts, batch_id, plan, now) for plan in pending]
-                if register is not None:
-                    calls.append(register)
-                replies = self._run_scripts("merge", calls)
-                if register is not None:
-                    self._settle_register(register, replies[-1])
-                    register = None
-                retry = []
-                for plan, reply in zip(pending, replies[: len(pending)], strict=True):
-                    status, problems, fresh, conflicts = reply
-                    self._report_problems(plan.keys, problems)
-                    if fresh and plan.agent_id not in registered_now:
-                        fresh_agents.append(plan.agent_id)
-                    if status == 2:
-                        self._take_conflicts(plan, conflicts)
-                        retry.append(plan)
-                    else:
-                        self._settle(plan, status, now)
-                pending = retry
-                if pending:
-                    attempt += 1
-                    self._add(merge_retries=len(pending))
-                    if attempt >= _MAX_MERGE_ATTEMPTS:
-                        raise MergeContentionError(
-                            f"merge of batch {batch_id!r} kept finding its own shards changed "
-                            f"for {len(pending)} agent(s) at {self._url}; retry it later"
-                        )
-        except StoreUnavailableError:
-            # Applied or not is unknown: what this process believes its shards hold
-            # is no longer certain, so the next write checks against the server.
-            for plan in plans:
-                if plan.outcome is None:
-                    self._distrust_own(plan.agent_id)
-            raise
-        self._register_again(fresh_agents)
-        # Counted per agent, by what the scripts say they did (not what was attempted).
-        outcomes = [plan.outcome for plan in plans]
-        duplicates = outcomes.count("duplicate")
+        # A batch id given twice is applied once: the first occurrence counts.
+        firsts: dict[str, Sequence[AgentDelta]] = {}
+        for batch_id, deltas in batches:
+            firsts.setdefault(batch_id, deltas)
+        unique = list(firsts.items())
+        plans = self._plan_merges(unique)
+        if plans:
+            self._write_plans(plans, [batch_id for batch_id, _ in unique])
+        duplicate_in: dict[str, int] = {}
+        involved: dict[str, int] = {}
+        for plan in plans:
+            for batch_id in (*plan.applied, *plan.duplicates, *plan.skipped):
+                involved[batch_id] = involved.get(batch_id, 0) + 1
+            for batch_id in plan.duplicates:
+                duplicate_in[batch_id] = duplicate_in.get(batch_id, 0) + 1
+        # Counted per agent and batch, by what the scripts say they did.
         self._add(
-            batches_deduplicated=duplicates,
-            batches_applied=outcomes.count("applied"),
-            batches_skipped=outcomes.count("skipped"),
+            batches_deduplicated=sum(len(plan.duplicates) for plan in plans),
+            batches_applied=sum(len(plan.applied) for plan in plans),
+            batches_skipped=sum(len(plan.skipped) for plan in plans),
         )
-        return duplicates < len(plans)
+        outcomes = []
+        seen: set[str] = set()
+        for batch_id, _ in batches:
+            repeated = batch_id in seen
+            seen.add(batch_id)
+            outcomes.append(
+                not repeated
+                and (batch_id not in involved or duplicate_in.get(batch_id, 0) < involved[batch_id])
+            )
+        return outcomes
 
     def close(self) -> None:
         with self._client_lock:
@@ -639,6 +656,49 @@ class RedisStore(Store):
             client.close()
 
     # -- merge internals -------------------------------------------------------------------
+
+    def _write_plans(self, plans: list[_AgentMerge], batch_ids: Sequence[str]) -> None:
+        """Send every agent's write, again for those told to, until each one is settled."""
+        scripts = self._ensure_scripts("merge")
+        register = self._register_call(scripts, [plan.agent_id for plan in plans])
+        registered_now = set(register.args[1:]) if register is not None else set()
+        pending, attempt, fresh_agents = plans, 0, []
+        now = repr(time.time())
+        try:
+            while pending:
+                calls = [self._write_call(scripts, plan, now) for plan in pending]
+                if register is not None:
+                    calls.append(register)
+                replies = self._run_scripts("merge", calls)
+                if register is not None:
+                    self._settle_register(register, replies[-1])
+                    register = None
+                retry = []
+                for plan, reply in zip(pending, replies[: len(pending)], strict=True):
+                    status, problems, fresh, conflicts, extra = reply
+                    self._report_problems(plan.keys, problems)
+                    if fresh and plan.agent_id not in registered_now:
+                        fresh_agents.append(plan.agent_id)
+                    if self._settle(plan, int(status), conflicts, extra, now):
+                        retry.append(plan)
+                pending = [plan for plan in retry if not plan.done]
+                if pending:
+                    attempt += 1
+                    self._add(merge_retries=len(pending))
+                    if attempt >= _MAX_MERGE_ATTEMPTS:
+                        named = ", ".join(repr(b) for b in batch_ids[:3])
+                        raise MergeContentionError(
+                            f"merge of batch {named} kept finding its own shards changed "
+                            f"for {len(pending)} agent(s) at {self._url}; retry it later"
+                        )
+        except StoreUnavailableError:
+            # Applied or not is unknown: what this process believes its shards hold
+            # is no longer certain, so the next write asks the server first.
+            for plan in plans:
+                if not plan.done:
+                    self._distrust_own(plan.agent_id)
+            raise
+        self._register_again(fresh_agents)
 
     def _merge_keys(self, agent_id: str) -> list[str]:
         return [
@@ -653,100 +713,146 @@ class RedisStore(Store):
         names = self._keys.learner_names
         return names.index(learner) if learner in names else None
 
-    def _plan_merge(self, deltas: Sequence[AgentDelta]) -> list[_AgentMerge]:
+    def _plan_merges(
+        self, batches: Sequence[tuple[str, Sequence[AgentDelta]]]
+    ) -> list[_AgentMerge]:
+        """One plan per agent: the batches that carry fields for it, their deltas combined."""
         positions = {name: i for i, name in enumerate(self._keys.learner_names)}
         plans: dict[str, _AgentMerge] = {}
-        for delta in deltas:
-            if delta.learner not in positions:
-                allowed = ", ".join(self._keys.learner_names) or "none"
-                raise ValueError(
-                    f"learner {delta.learner!r} is not configured for this store; "
-                    f"configured: {allowed}"
-                )
-            if not delta.fields:
-                continue
-            plan = plans.get(delta.agent_id)
-            if plan is None:
-                plan = _AgentMerge(
-                    agent_id=delta.agent_id,
-                    keys=self._merge_keys(delta.agent_id),
-                    deltas=[{} for _ in self._keys.learner_names],
-                )
-                plans[delta.agent_id] = plan
-            target = plan.deltas[positions[delta.learner]]
-            for field_key, value in delta.fields.items():
-                earlier = target.get(field_key)
-                target[field_key] = value if earlier is None else earlier.merge(value)
+        for batch_id, deltas in batches:
+            for delta in deltas:
+                if delta.learner not in positions:
+                    allowed = ", ".join(self._keys.learner_names) or "none"
+                    raise ValueError(
+                        f"learner {delta.learner!r} is not configured for this store; "
+                        f"configured: {allowed}"
+                    )
+                if not delta.fields:
+                    continue
+                plan = plans.get(delta.agent_id)
+                if plan is None:
+                    plan = plans[delta.agent_id] = _AgentMerge(
+                        agent_id=delta.agent_id,
+                        keys=self._merge_keys(delta.agent_id),
+                        batches=[],
+                    )
+                if not plan.batches or plan.batches[-1][0] != batch_id:
+                    plan.batches.append((batch_id, []))
+                plan.batches[-1][1].append(delta)
+        for plan in plans.values():
+            self._combine(plan, positions)
         return list(plans.values())
 
-    def _write_call(
-        self, scripts: _Scripts, batch_id: str, plan: _AgentMerge, now: str
-    ) -> _ScriptCall:
+    def _combine(self, plan: _AgentMerge, positions: Mapping[str, int]) -> None:
+        """The plan's deltas: every batch it still holds, merged per learner and field."""
+        combined: list[dict[str, Mergeable]] = [{} for _ in self._keys.learner_names]
+        for _, deltas in plan.batches:
+            for delta in deltas:
+                target = combined[positions[delta.learner]]
+                for field_key, value in delta.fields.items():
+                    earlier = target.get(field_key)
+                    target[field_key] = value if earlier is None else earlier.merge(value)
+        plan.deltas = combined
+        plan.prepared.clear()
+
+    def _write_call(self, scripts: _Scripts, plan: _AgentMerge, now: str) -> _ScriptCall:
+        own = self._own.get(plan.agent_id)
+        if own is None and plan.agent_id not in self._written:
+            own = self._own_for_write(plan.agent_id)  # a shard it starts: known to be empty
+        sure = own is not None and (
+            own.complete
+            or all((i, key) in own.fields for i, fields in enumerate(plan.deltas) for key in fields)
+        )
+        batch_ids = [batch_id for batch_id, _ in plan.batches]
         args: list[Any] = [
-            batch_id,
             STORE_SCHEMA_VERSION,
             self._mode,
             now,
             _BATCH_IDS_KEPT,
             self._writer,
-            self._stamp(plan),
+            own.stamp if sure and own is not None else _UNSURE,
+            len(batch_ids),
+            *batch_ids,
         ]
         for index, fields in enumerate(plan.deltas):
-            triples: list[Any] = []
+            pairs: list[Any] = []
             for field_key in fields:
-                prepared = self._prepare_field(plan, index, field_key)
+                if not sure or own is None:
+                    pairs += (field_key, b"")  # a question: what does the field hold?
+                    continue
+                prepared = self._prepare_field(plan, own, index, field_key)
                 if prepared is not None:
-                    triples += [field_key, prepared[0], prepared[1]]
-            args.append(len(triples) // 3)
-            args.extend(triples)
+                    pairs += (field_key, prepared[0])
+            args.append(len(pairs) // 2)
+            args.extend(pairs)
         return _ScriptCall(scripts.merge_shard, plan.keys, args)
 
-    def _stamp(self, plan: _AgentMerge) -> str:
-        """This writer's last write time when its cached shard is exact, else ''."""
-        own = self._own.get(plan.agent_id)
-        if own is None or not own.complete or plan.current:
-            return ""  # per-field checks: something may have changed behind our back
-        return own.last_write
-
     def _prepare_field(
-        self, plan: _AgentMerge, index: int, field_key: str
-    ) -> tuple[str, bytes, Mergeable] | None:
-        """(SHA-1 of the value it replaces, merged bytes, merged value), or None to skip."""
+        self, plan: _AgentMerge, own: _OwnShard, index: int, field_key: str
+    ) -> tuple[bytes, Mergeable] | None:
+        """(merged bytes, merged value), or None to leave the field alone."""
         slot = (index, field_key)
         if slot in plan.prepared:
             return plan.prepared[slot]
         delta = plan.deltas[index][field_key]
-        known = plan.current.get(slot)
-        if known is None:
-            own = self._own.get(plan.agent_id)
-            known = own.fields.get(slot, ("", None)) if own is not None else ("", None)
-        digest, current = known
-        prepared: tuple[str, bytes, Mergeable] | None
+        current = own.fields.get(slot)
+        prepared: tuple[bytes, Mergeable] | None
         if current is _UNUSABLE:
             # replace: overwrite the bad value with the delta; ignore: leave it be.
-            prepared = (digest, delta.to_bytes(), delta) if self._mode == "replace" else None
+            prepared = (delta.to_bytes(), delta) if self._mode == "replace" else None
         else:
             merged = delta if current is None else current.merge(delta)
-            prepared = (digest, merged.to_bytes(), merged)
+            prepared = (merged.to_bytes(), merged)
         plan.prepared[slot] = prepared
         return prepared
 
-    def _take_conflicts(self, plan: _AgentMerge, conflicts: Sequence[Any]) -> None:
-        """The server's current values, for fields whose last write this process missed."""
-        own = self._own.get(plan.agent_id)
-        if own is not None:
-            own.complete = False  # its other cached fields may be stale too
+    def _settle(
+        self, plan: _AgentMerge, status: int, conflicts: Sequence[Any], extra: Any, now: str
+    ) -> bool:
+        """Record what the script did; True when the plan must be sent again."""
+        batch_ids = [batch_id for batch_id, _ in plan.batches]
+        if status == 1:
+            own = self._own_for_write(plan.agent_id)
+            own.stamp = now
+            for slot, prepared in plan.prepared.items():
+                if prepared is not None:
+                    own.fields[slot] = prepared[1]
+            plan.applied += batch_ids
+        elif status == 0:
+            plan.duplicates += batch_ids
+        elif status == 2:
+            self._take_conflicts(plan, _text(extra), conflicts)
+            return True
+        elif status == 4:
+            # Applied before (a retry): those count as duplicates, the rest go again.
+            seen = {int(position) - 1 for position in extra}
+            plan.duplicates += [b for i, b in enumerate(batch_ids) if i in seen]
+            plan.batches = [batch for i, batch in enumerate(plan.batches) if i not in seen]
+            self._combine(plan, {name: i for i, name in enumerate(self._keys.learner_names)})
+            return True
+        else:
+            plan.skipped += batch_ids
+        plan.done = True
+        return False
+
+    def _take_conflicts(self, plan: _AgentMerge, entry: str, conflicts: Sequence[Any]) -> None:
+        """The server's values of the plan's fields, as of this writer's entry ``entry``."""
+        own = self._own_for_write(plan.agent_id)
+        if own.stamp != entry:
+            # Something changed the shard (a fold) or this process lost track: all it
+            # knew is void, only what the server just said is known.
+            own.complete = False
+            own.fields.clear()
+            own.stamp = entry
+        plan.prepared.clear()
         for key_number, raw_field, stored in zip(
             conflicts[::3], conflicts[1::3], conflicts[2::3], strict=True
         ):
             index = int(key_number) - 1 - _FIRST_SHARD
             field_key = _text(raw_field)
-            slot = (index, field_key)
-            plan.prepared.pop(slot, None)
             if stored is None:
-                plan.current[slot] = ("", None)
+                own.fields[(index, field_key)] = None
                 continue
-            digest = hashlib.sha1(stored).hexdigest()
             learner = self._keys.learner_names[index]
             try:
                 value: Any = self.learners[learner].decode_field(field_key, stored)
@@ -755,20 +861,7 @@ class RedisStore(Store):
                     plan.keys[int(key_number) - 1], "corrupt", f"field {field_key!r}: {exc}"
                 )
                 value = _UNUSABLE
-            plan.current[slot] = (digest, value)
-
-    def _settle(self, plan: _AgentMerge, status: int, now: str) -> None:
-        if status == 1:
-            plan.outcome = "applied"
-            own = self._own_for_write(plan.agent_id)
-            own.last_write = now
-            for slot, prepared in plan.prepared.items():
-                if prepared is not None:
-                    own.fields[slot] = (hashlib.sha1(prepared[1]).hexdigest(), prepared[2])
-        elif status == 0:
-            plan.outcome = "duplicate"
-        else:
-            plan.outcome = "skipped"
+            own.fields[(index, field_key)] = value
 
     # -- this writer's shards ------------------------------------------------------------
 
@@ -801,11 +894,12 @@ class RedisStore(Store):
         own = self._own.get(agent_id)
         if own is None:
             return None
-        if not own.complete or listed.get(self._writer, "") != own.last_write:
+        if listed.get(self._writer, "") != own.stamp:
             # Folded away or written behind our back: read it like any other shard.
             self._distrust_own(agent_id)
             return None
-        return own
+        # Partly known (what it knows stays true): the shard is read like any other.
+        return own if own.complete else None
 
     # -- bounded reads -------------------------------------------------------------------
 
