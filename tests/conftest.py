@@ -84,6 +84,17 @@ def redis_cluster() -> Iterator[str]:
         cluster.close()
 
 
+@pytest.fixture(scope="module")
+def own_cluster() -> Iterator[RedisClusterServers]:
+    """A cluster for one module, which it may reshard and restart (``redis_cluster`` is shared)."""
+    cluster = RedisClusterServers(_executable_or_skip())
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
 @pytest.fixture(scope="session")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
     """A TLS-only redis-server (self-signed test CA) whose only user is an ACL user."""

@@ -250,9 +250,49 @@ class RedisClusterServers:
             return False
         return True
 
+    def migrate_slot(
+        self,
+        slot: int,
+        source: RedisServer,
+        target: RedisServer,
+        between: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Move one slot with its keys, as a reshard does; ``between`` runs mid-way.
+
+        Returns once every node names ``target`` as the slot's owner.
+        """
+        with source.admin() as src, target.admin() as dst:
+            source_id = src.execute_command("CLUSTER MYID").decode()
+            target_id = dst.execute_command("CLUSTER MYID").decode()
+            dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+            src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+            between()
+            while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+                src.execute_command(
+                    "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys
+                )
+        # The new owner first, then the old one, then the rest: no node can hand it back.
+        others = [node for node in self.nodes if node not in (source, target)]
+        for node in [target, source, *others]:
+            with node.admin() as client:
+                client.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+        wait_until(
+            lambda: all(_slot_owner_port(node, slot) == target.port for node in self.nodes),
+            f"every node to name port {target.port} as the owner of slot {slot}",
+            timeout=10,
+        )
+
     def close(self) -> None:
         for node in self.nodes:
             node.close()
+
+def _slot_owner_port(node: RedisServer, slot: int) -> int | None:
+    """The port of the master serving ``slot`` in ``node``'s view of the cluster."""
+    with node.admin() as client:
+        for first, last, master, *_ in client.execute_command("CLUSTER SLOTS"):
+            if first <= slot <= last:
+                return int(master[1])
+    return None
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from otel_adaptive.store.base import AgentDelta, StoreUnavailableError
 from otel_adaptive.store.memory import MemoryStore
 from otel_adaptive.store.redis import RedisStore
 from redis_helpers import Tally, learners, make_run, tally_delta
-from redis_servers import RedisClusterServers, RedisServer, find_redis_server
+from redis_servers import RedisClusterServers
 from spans import LLM, TOOL, agent_attrs
 from spans import make_processor as _make_processor
 
@@ -874,47 +874,6 @@ def test_a_folded_shard_is_counted_and_its_writer_redoes_its_merge(
         second.close()
 
 
-@pytest.fixture(scope="module")
-def own_cluster() -> Iterator[RedisClusterServers]:
-    """A cluster this module reshards (the session's cluster is shared with other tests)."""
-    executable = find_redis_server()
-    if executable is None:
-        pytest.skip("no redis-server")
-    cluster = RedisClusterServers(executable)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.close()
-
-
-def _move_slot(
-    cluster: RedisClusterServers, slot: int, source: RedisServer, target: RedisServer
-) -> None:
-    """Migrate one slot with its keys from ``source`` to ``target``, as a reshard does."""
-    with source.admin() as src, target.admin() as dst:
-        source_id = src.execute_command("CLUSTER MYID").decode()
-        target_id = dst.execute_command("CLUSTER MYID").decode()
-        dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
-        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
-        while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
-            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
-    # The new owner first, then the old one, then the rest: no node can hand it back.
-    others = [node for node in cluster.nodes if node not in (source, target)]
-    for node in [target, source, *others]:
-        with node.admin() as client:
-            client.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
-    wait_for(lambda: all(_owner_port(node, slot) == target.port for node in cluster.nodes))
-
-
-def _owner_port(node: RedisServer, slot: int) -> int | None:
-    """The port of the master serving ``slot`` in ``node``'s view of the cluster."""
-    with node.admin() as client:
-        for first, last, master, *_ in client.execute_command("CLUSTER SLOTS"):
-            if first <= slot <= last:
-                return int(master[1])
-    return None
-
 
 def test_a_moved_slot_is_one_redirect_and_one_slot_map_refresh(
     own_cluster: RedisClusterServers, key_prefix: str
@@ -932,7 +891,7 @@ def test_a_moved_slot_is_one_redirect_and_one_slot_map_refresh(
         source = next(node for node in own_cluster.nodes if node.port == port)
         target = next(node for node in own_cluster.nodes if node.port != port)
         slot = admin.keyslot(meta)  # type: ignore[no-untyped-call]
-        _move_slot(own_cluster, slot, source, target)
+        own_cluster.migrate_slot(slot, source, target)
 
         assert store.save_runs([make_run("moving", "r2")]) == 1  # sent to the old owner first
         stats = store.stats()

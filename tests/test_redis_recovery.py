@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-import redis
 from redis.cluster import RedisCluster
 
 from otel_adaptive.store.base import StoreUnavailableError
 from otel_adaptive.store.redis import RedisStore
 from redis_helpers import BASE_NS, MS, Tally, learners, make_run, tally_delta
-from redis_servers import RedisClusterServers, RedisServer, find_redis_server
+from redis_servers import RedisClusterServers, RedisServer
 
 
 def make_store(url: str, prefix: str, *, cluster: bool = False) -> RedisStore:
@@ -144,46 +143,6 @@ def test_a_lost_registry_is_rebuilt_with_every_agent_this_store_wrote(
 # --- cluster ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def own_cluster() -> Iterator[RedisClusterServers]:
-    """A cluster this module may reshard and restart (the session's is shared)."""
-    executable = find_redis_server()
-    if executable is None:
-        pytest.skip("no redis-server")
-    cluster = RedisClusterServers(executable)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.close()
-
-
-def node_id(client: redis.Redis) -> str:
-    return str(client.execute_command("CLUSTER MYID").decode())
-
-
-def migrate_slot(
-    cluster: RedisClusterServers,
-    slot: int,
-    source: RedisServer,
-    target: RedisServer,
-    between: Callable[[], None] = lambda: None,
-) -> None:
-    """Move one slot the way redis-cli --cluster reshard does; ``between`` runs mid-way."""
-    with source.admin() as src, target.admin() as dst:
-        source_id, target_id = node_id(src), node_id(dst)
-        dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
-        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
-        between()
-        while True:
-            keys = src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100)
-            if not keys:
-                break
-            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
-        for node in cluster.nodes:
-            with node.admin() as client:
-                client.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
-
 
 def owner(cluster: RedisClusterServers, admin: RedisCluster, key: str) -> RedisServer:
     port = admin.get_node_from_key(key).port
@@ -221,7 +180,7 @@ def test_writes_follow_a_slot_migration_mid_stream(
     thread = threading.Thread(target=keep_writing)
     thread.start()
     try:
-        migrate_slot(own_cluster, slot, source, target, between=mid_way)
+        own_cluster.migrate_slot(slot, source, target, between=mid_way)
         time.sleep(0.5)  # and keep going after the slot has moved
     finally:
         stop.set()

@@ -31,6 +31,7 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_adaptive import conventions, identity
+from otel_adaptive._memo import remember
 from otel_adaptive._run_tree import (
     ABOVE_RUN_FROM,
     DETACHED,
@@ -318,10 +319,9 @@ class RunAssembler:
         cut = names.get(name)
         if cut is None:
             cut = clean_name(name, self._name_limit)
-            if len(name) <= _NAME_MEMO_MAX_LENGTH:
-                if len(names) >= _NAME_MEMO_SIZE:
-                    names.clear()
-                names[name] = cut
+            remember(
+                names, name, cut, small=len(name) <= _NAME_MEMO_MAX_LENGTH, capacity=_NAME_MEMO_SIZE
+            )
         return cut
 
     # --- deciding run roots -------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any, Final, NamedTuple, get_args
 
 import msgspec
 
+from otel_adaptive._memo import remember
 from otel_adaptive.records import ScopeType
 
 #: Our override for the scope type; the value is a ``ScopeType`` string.
@@ -177,10 +178,13 @@ def _scope_from_name(name: str) -> ScopeType:
     scope = _name_scope_cache.get(name)
     if scope is None:
         scope = _heuristic_scope(name)
-        if len(name) <= _NAME_CACHE_MAX_NAME_LENGTH:
-            if len(_name_scope_cache) >= _NAME_CACHE_SIZE:
-                _name_scope_cache.clear()
-            _name_scope_cache[name] = scope
+        remember(
+            _name_scope_cache,
+            name,
+            scope,
+            small=len(name) <= _NAME_CACHE_MAX_NAME_LENGTH,
+            capacity=_NAME_CACHE_SIZE,
+        )
     return scope
 
 
@@ -374,10 +378,13 @@ def read_call_details(attributes: Mapping[str, object] | None) -> CallDetails:
     shape = _shape_cache.get(names)
     if shape is None:
         shape = _detail_shape(names)
-        if len(names) <= _SHAPE_CACHE_MAX_KEYS:
-            if len(_shape_cache) >= _SHAPE_CACHE_SIZE:
-                _shape_cache.clear()
-            _shape_cache[names] = shape
+        remember(
+            _shape_cache,
+            names,
+            shape,
+            small=len(names) <= _SHAPE_CACHE_MAX_KEYS,
+            capacity=_SHAPE_CACHE_SIZE,
+        )
     output_tokens = _first_count(values, shape.output_tokens)
     prompt_tokens = _first_count(values, shape.prompt_tokens)
     total_tokens = _first_count(values, shape.total_tokens)
