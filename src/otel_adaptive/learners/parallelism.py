@@ -379,11 +379,10 @@ class ToolParallelismLearner(Learner):
             agent_support = support.get(agent_id)
             if agent_support is None:
                 agent_support = support[agent_id] = Counter()
-            # Only calls with an extent can overlap; find_cohorts sorts them itself.
-            tools = [c for c in run.calls if c.kind == "tool" and c.end_ns > c.start_ns]
-            if len(tools) >= _MIN_GROUP_SIZE:
-                # find_cohorts returns distinct cohorts, so each counts once per run.
-                agent_support.update(find_cohorts(tools, self._max_group_size))
+            # find_cohorts sorts the calls and keeps those with an extent itself, and
+            # returns distinct cohorts, so each counts once per run.
+            tools = [c for c in run.calls if c.kind == "tool"]
+            agent_support.update(find_cohorts(tools, self._max_group_size))
 
         deltas: dict[str, dict[str, Mergeable]] = {}
         for agent_id, run_count in runs_per_agent.items():

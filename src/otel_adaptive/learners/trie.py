@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeAlias
 
 import msgspec
 
+from otel_adaptive._memo import remember
 from otel_adaptive.learners.base import Fields, Learner, Mergeable
 from otel_adaptive.records import CallRecord, RunRecord
 from otel_adaptive.stats import (
@@ -361,26 +362,16 @@ def latency_sensitivity_scores(
     """
     if not calls:
         return []
-    # One pass over the calls (the rule of logical_steps): each call's step and
-    # duration, each step's size and longest duration.
-    steps: list[int] = []
+    steps = logical_steps(calls)
+    # Each call's duration, each step's size and longest duration, in one pass.
+    sizes = [0] * (steps[-1] + 1)
+    longest = [0] * len(sizes)
     durations: list[int] = []
-    sizes: list[int] = []
-    longest: list[int] = []
-    step_end = 0
-    for call in calls:
-        start, end = call.start_ns, call.end_ns
-        if not sizes or start >= step_end:
-            sizes.append(0)
-            longest.append(0)
-            step_end = end
-        elif end > step_end:
-            step_end = end
-        step = len(sizes) - 1
-        duration = end - start if end > start else 0
+    for step, call in zip(steps, calls, strict=True):
+        duration = call.end_ns - call.start_ns
+        duration = max(duration, 0)
         sizes[step] += 1
         longest[step] = max(longest[step], duration)
-        steps.append(step)
         durations.append(duration)
     fanout_terms, position_terms = _step_terms(len(sizes))
     run_duration = run.end_ns - run.start_ns
@@ -735,9 +726,9 @@ class PredictionTrieLearner(Learner):
         cache = self._key_cache
         encoded = cache.get(key)
         if encoded is None:
-            if len(cache) >= _KEY_CACHE_SIZE:
-                cache.clear()
-            encoded = cache[key] = encode_field_key(key[0], key[1], own=key[2])
+            encoded = encode_field_key(key[0], key[1], own=key[2])
+            # Paths are capped in depth upstream: every key is small enough to keep.
+            remember(cache, key, encoded, small=True, capacity=_KEY_CACHE_SIZE)
         return encoded
 
     def decode_field(self, key: str, data: bytes) -> NodeStats:
