@@ -457,7 +457,7 @@ def test_merged_digests_survive_a_save_and_load_after_every_merge() -> None:
         )
 
 
-# --- batch methods: of_floats and add_many --------------------------------
+# --- the batch constructor: of_floats --------------------------------
 
 # Anything a learner could hand over, including what must be ignored.
 any_float = st.one_of(
@@ -483,46 +483,6 @@ def test_of_floats_ignores_a_nan_wherever_it_is() -> None:
         values.insert(position, math.nan)
         stats = RunningStats.of_floats(values)
         assert (stats.count, stats.mean, stats.min, stats.max) == (3, 2.0, 1.0, 3.0)
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    start=st.lists(value, max_size=EXACT_SAMPLE_LIMIT // 2),
-    values=st.lists(any_float, max_size=EXACT_SAMPLE_LIMIT // 2),
-)
-def test_add_many_equals_adding_one_by_one_while_exact(
-    start: list[float], values: list[float]
-) -> None:
-    base = RunningStats.of(start)
-    batch = base.add_many(values)
-    one_by_one = base
-    for item in values:
-        one_by_one = one_by_one.add(item)
-    accepted = start + [v for v in values if -MAX_MAGNITUDE <= v <= MAX_MAGNITUDE]
-    assert batch.count == one_by_one.count == len(accepted)
-    assert (batch.min, batch.max) == (one_by_one.min, one_by_one.max)
-    assert batch._samples == one_by_one._samples
-    assert [batch.quantile(q) for q in (0.0, 0.5, 0.9, 0.95, 1.0)] == [
-        one_by_one.quantile(q) for q in (0.0, 0.5, 0.9, 0.95, 1.0)
-    ]
-    if accepted:
-        assert_moments(batch, accepted)
-        assert_exact_percentiles(batch, accepted)
-    # It is the merge of the batch's summary, to the last bit.
-    assert batch.to_bytes() == base.merge(RunningStats.of(values)).to_bytes()
-
-
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    start=st.lists(value, max_size=2 * EXACT_SAMPLE_LIMIT),
-    values=st.lists(value, min_size=EXACT_SAMPLE_LIMIT + 1, max_size=3 * EXACT_SAMPLE_LIMIT),
-)
-def test_add_many_beyond_the_exact_range_keeps_moments_and_extremes(
-    start: list[float], values: list[float]
-) -> None:
-    batch = RunningStats.of(start).add_many(values)
-    assert not batch.is_exact
-    assert_moments(batch, start + values)
 
 
 def test_a_merged_digest_is_compressed_as_a_dict_round_trip_would() -> None:

@@ -269,15 +269,14 @@ _GENAI_TOOL_CALL_PART: Final = "tool_call"
 _GENAI_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
 #: Finish reasons that mean the model asked for tools (provider spellings differ).
 _TOOL_FINISH_REASONS: Final = frozenset({"tool_calls", "tool_call", "function_call", "tool_use"})
-#: Common spellings, answered by one lookup; any other is stripped and lowered first.
+#: Common finish reasons that do not ask for tools.
+_OTHER_FINISH_REASONS: Final = ("stop", "length", "end_turn", "max_tokens", "content_filter")
+#: Common spellings (as sent and upper-cased), answered by one lookup; any other is
+#: stripped and lowered first. Derived from the rule, so the two cannot disagree.
 _FINISH_REASON_ASKS: Final[Mapping[str, bool]] = {
-    **{reason: True for reason in _TOOL_FINISH_REASONS},
-    **{reason.upper(): True for reason in _TOOL_FINISH_REASONS},
-    **{
-        reason: False
-        for reason in ("stop", "length", "end_turn", "max_tokens", "content_filter", "STOP")
-    },
-    **{"MAX_TOKENS": False, "LENGTH": False, "END_TURN": False, "SAFETY": False},
+    spelling: reason in _TOOL_FINISH_REASONS
+    for reason in (*_TOOL_FINISH_REASONS, *_OTHER_FINISH_REASONS, "safety")
+    for spelling in (reason, reason.upper())
 }
 
 

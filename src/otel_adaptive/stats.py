@@ -200,15 +200,6 @@ class RunningStats:
                     return _build(values, total, low, high)
         return cls.of(values)
 
-    def add_many(self, values: Iterable[float]) -> RunningStats:
-        """Return a summary that also holds ``values``: ``self.merge(RunningStats.of(values))``.
-
-        Count, min, max and the exact-range samples (so every percentile there) are
-        those of adding the values one by one; mean and M2 are the same up to
-        rounding, and more accurate (the values are summed exactly first).
-        """
-        return self.merge(RunningStats.of(values))
-
     def add(self, value: float) -> RunningStats:
         """Return a summary that also holds ``value`` (a one-value merge)."""
         if not _accepts(value):

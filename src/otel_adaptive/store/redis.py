@@ -625,13 +625,9 @@ class RedisStore(Store):
         plans = self._plan_merges(unique)
         if plans:
             self._write_plans(plans, [batch_id for batch_id, _ in unique])
-        duplicate_in: dict[str, int] = {}
-        involved: dict[str, int] = {}
-        for plan in plans:
-            for batch_id in (*plan.applied, *plan.duplicates, *plan.skipped):
-                involved[batch_id] = involved.get(batch_id, 0) + 1
-            for batch_id in plan.duplicates:
-                duplicate_in[batch_id] = duplicate_in.get(batch_id, 0) + 1
+        # A batch is new unless every agent it reached had applied it already.
+        taken = {batch_id for plan in plans for batch_id in (*plan.applied, *plan.skipped)}
+        duplicate = {batch_id for plan in plans for batch_id in plan.duplicates}
         # Counted per agent and batch, by what the scripts say they did.
         self._add(
             batches_deduplicated=sum(len(plan.duplicates) for plan in plans),
@@ -641,12 +637,8 @@ class RedisStore(Store):
         outcomes = []
         seen: set[str] = set()
         for batch_id, _ in batches:
-            repeated = batch_id in seen
+            outcomes.append(batch_id not in seen and (batch_id in taken or batch_id not in duplicate))
             seen.add(batch_id)
-            outcomes.append(
-                not repeated
-                and (batch_id not in involved or duplicate_in.get(batch_id, 0) < involved[batch_id])
-            )
         return outcomes
 
     def close(self) -> None:
@@ -681,7 +673,7 @@ class RedisStore(Store):
                         fresh_agents.append(plan.agent_id)
                     if self._settle(plan, int(status), conflicts, extra, now):
                         retry.append(plan)
-                pending = [plan for plan in retry if not plan.done]
+                pending = retry
                 if pending:
                     attempt += 1
                     self._add(merge_retries=len(pending))
