@@ -637,7 +637,8 @@ class RedisStore(Store):
         outcomes = []
         seen: set[str] = set()
         for batch_id, _ in batches:
-            outcomes.append(batch_id not in seen and (batch_id in taken or batch_id not in duplicate))
+            fresh = batch_id in taken or batch_id not in duplicate
+            outcomes.append(batch_id not in seen and fresh)
             seen.add(batch_id)
         return outcomes
 
