@@ -109,9 +109,9 @@ class RunAssembler:
         # them (an instrumentation left a finished span current) starts afresh.
         self._emitted_members: OrderedDict[tuple[int, int], None] = OrderedDict()
         # WAITING run roots (streams read after their parent ended): (trace id, span
-        # id) -> (trace id, root) until their run closes or the grace time is up.
-        # Keyed by both ids: span ids repeat across traces in replayed or odd input.
-        self._waiting: dict[tuple[int, int], tuple[int, Node]] = {}
+        # id) -> root until their run closes or the grace time is up. Keyed by both
+        # ids: span ids repeat across traces in replayed or odd input.
+        self._waiting: dict[tuple[int, int], Node] = {}
         # Run root span name at start -> the agent id its run was stored under, for
         # hint lookups that only see the start (identity.alias_key).
         self._aliases: dict[str, str] = {}
@@ -218,7 +218,11 @@ class RunAssembler:
         """Emit runs whose grace time is up; evict traces idle for longer than the run
         timeout; returns how many traces were evicted."""
         now = self._clock()
-        due = [w for w in self._waiting.values() if (w[1].waiting_until or 0.0) <= now]
+        due = [
+            (trace_id, root)
+            for (trace_id, _), root in self._waiting.items()
+            if (root.waiting_until or 0.0) <= now
+        ]
         for trace_id, root in due:
             trace = self._traces.get(trace_id)
             if trace is not None:
@@ -383,7 +387,7 @@ class RunAssembler:
         if not move(root, WAITING, self.counters):
             return False
         root.waiting_until = self._clock() + self._config.run_grace_seconds
-        self._waiting[(trace_id, root.span_id)] = (trace_id, root)
+        self._waiting[(trace_id, root.span_id)] = root
         self._mark_above_run(trace, root)
         return True
 
