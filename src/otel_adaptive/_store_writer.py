@@ -165,11 +165,13 @@ class StoreWriter:
                 self._unavailable("learned state", now, self._deltas_backoff, exc)
                 return
             except Exception:
-                unstorable: list[bool | None] = [None]  # a lone batch: it is the bad one
-                found = self._merge_one_by_one(chunk) if len(chunk) > 1 else unstorable
-                if found is None:
-                    return  # the store went away meanwhile: the rest waits
-                outcomes = found
+                if len(chunk) == 1:
+                    outcomes = [None]  # a lone batch: it is the bad one
+                else:
+                    found = self._merge_one_by_one(chunk)
+                    if found is None:
+                        return  # the store went away meanwhile: the rest waits
+                    outcomes = found
             for outcome in outcomes:
                 self._deltas.popleft()
                 self._count_merge(outcome)
