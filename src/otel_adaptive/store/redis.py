@@ -733,11 +733,12 @@ class RedisStore(Store):
                     plan.batches.append((batch_id, []))
                 plan.batches[-1][1].append(delta)
         for plan in plans.values():
-            self._combine(plan, positions)
+            self._combine(plan)
         return list(plans.values())
 
-    def _combine(self, plan: _AgentMerge, positions: Mapping[str, int]) -> None:
+    def _combine(self, plan: _AgentMerge) -> None:
         """The plan's deltas: every batch it still holds, merged per learner and field."""
+        positions = {name: i for i, name in enumerate(self._keys.learner_names)}
         combined: list[dict[str, Mergeable]] = [{} for _ in self._keys.learner_names]
         for _, deltas in plan.batches:
             for delta in deltas:
@@ -821,7 +822,7 @@ class RedisStore(Store):
             seen = {int(position) - 1 for position in extra}
             plan.duplicates += [b for i, b in enumerate(batch_ids) if i in seen]
             plan.batches = [batch for i, batch in enumerate(plan.batches) if i not in seen]
-            self._combine(plan, {name: i for i, name in enumerate(self._keys.learner_names)})
+            self._combine(plan)
             return True
         else:
             plan.skipped += batch_ids
