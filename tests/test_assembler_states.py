@@ -21,6 +21,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
 from otel_adaptive import _run_tree, conventions, identity
+from otel_adaptive import assembler as assembler_module
 from otel_adaptive._run_tree import (
     INITIAL_STATES,
     LEGAL_TRANSITIONS,
@@ -447,6 +448,27 @@ def test_name_memo_and_detail_shapes_stay_bounded() -> None:
         details = conventions.read_call_details({f"k{i}": 1, "gen_ai.usage.output_tokens": i})
         assert details.output_tokens == i
     assert len(conventions._shape_cache) <= 512
+    many_names = {f"k{i}": 1 for i in range(300)}
+    assert conventions.read_call_details(many_names).output_tokens is None
+    assert tuple(many_names) not in conventions._shape_cache  # too many names to keep
+
+
+def test_emitted_members_and_damaged_traces_stay_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(assembler_module, "_REMEMBERED_MEMBERS", 4)
+    monkeypatch.setattr(assembler_module, "_REMEMBERED_DAMAGED", 4)
+    assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
+    for trace_id in range(1, 11):
+        assembler.span_ended(_span(2, 1, "chat", CHAT, 2, 3, trace_id=trace_id))
+        assembler.span_ended(_span(1, None, "agent", AGENT, 1, 4, trace_id=trace_id))
+    assert len(assembler.take_completed()) == 10
+    assert len(assembler._emitted_members) == 4  # the oldest forgotten first
+    assert (10, 1) in assembler._emitted_members
+    assembler.mark_damaged(list(range(100, 110)))
+    # Overflowing forgets the ids and marks every run in flight damaged instead.
+    assert not assembler._damaged
+    assert assembler._damaged_before_ns > 0
 
 
 def test_a_refused_transition_is_counted_in_the_processor_stats(
