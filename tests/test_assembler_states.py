@@ -495,3 +495,22 @@ def test_a_refused_transition_is_counted_in_the_processor_stats(
         assert processor.stats()["exporter_errors"] == 0
     finally:
         provider.shutdown()
+
+
+def test_a_waiting_run_survives_the_end_of_the_local_root_above_it() -> None:
+    """The local root above a waiting run ends first: it is discarded without the run
+    beneath, which is then emitted whole when its stream ends."""
+    clock = _Clock()
+    assembler = RunAssembler(AdaptiveConfig(run_grace_seconds=5), clock=clock)
+    for span_id, parent in ((1, None), (2, 1), (3, 2), (4, 2)):
+        assembler.span_started(_span(span_id, parent, start=span_id))
+    assembler.span_ended(_span(3, 2, "chat", CHAT, 3, 4))
+    assembler.span_ended(_span(2, 1, "agent", AGENT, 2, 5))  # waits for the stream 4
+    assembler.span_ended(_span(1, None, "request", None, 1, 6))
+    assert assembler.take_completed() == []
+    assembler.span_ended(_span(4, 2, "chat", CHAT, 4, 7))
+    [run] = assembler.take_completed()
+    assert [call.span_id for call in run.calls] == [f"{3:016x}", f"{4:016x}"]
+    assert not run.truncated
+    assert assembler.counters.late_spans == 0
+    assert assembler.open_traces == 0
