@@ -29,7 +29,8 @@ from otel_adaptive._run_tree import (
     NodeState,
     move,
 )
-from otel_adaptive.assembler import AssemblerCounters, RunAssembler, _plain_attributes
+from otel_adaptive._span_capture import plain_attributes as _plain_attributes
+from otel_adaptive.assembler import AssemblerCounters, RunAssembler
 from otel_adaptive.config import AdaptiveConfig
 from otel_adaptive.records import STRUCTURAL_SCOPES, CallRecord, RunRecord
 from spans import LLM, agent_attrs, make_processor

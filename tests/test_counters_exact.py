@@ -761,7 +761,7 @@ def test_a_span_the_assembler_fails_on_is_an_exporter_error(
     started = assembler.span_started
 
     def fails_on_poison(span: Any) -> None:
-        if span.name == "poison":
+        if span.start_name == "poison":
             raise RuntimeError("assembler bug")
         started(span)
 

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final, Protocol
 
-from opentelemetry.sdk.trace import ReadableSpan
-
+from otel_adaptive._span_capture import SpanCapture
 from otel_adaptive.records import ScopeType
 
 
@@ -86,7 +85,8 @@ class Node:
     start_ns: int
     name: str
     start_name: str  # what a hint lookup saw while it was open
-    live: ReadableSpan | None = None  # the live span while open, to read late attributes
+    #: The span's capture while open here (its live span, or its end if that came first).
+    live: SpanCapture | None = None
     state: NodeState = OPEN
     parent_finished: bool = False  # its parent belonged to a run already emitted
     end_ns: int = 0

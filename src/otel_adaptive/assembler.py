@@ -23,11 +23,10 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_adaptive import conventions, identity
@@ -44,6 +43,7 @@ from otel_adaptive._run_tree import (
     Trace,
     move,
 )
+from otel_adaptive._span_capture import SpanCapture, capture_end, capture_start, plain_attributes
 from otel_adaptive.config import AdaptiveConfig
 from otel_adaptive.records import (
     STRUCTURAL_SCOPES,
@@ -64,10 +64,6 @@ _REMEMBERED_DAMAGED = 65536
 #: high-cardinality names cost memory only up to this and then one recomputation.
 _NAME_MEMO_SIZE: Final = 4096
 _NAME_MEMO_MAX_LENGTH: Final = 512
-#: The SDK's ``attributes`` property: a read-only view of the span's ``_attributes``.
-#: Classes that keep it (the SDK's snapshots and live spans) are read through the
-#: backing mapping; any other class through its own ``attributes``.
-_SDK_ATTRIBUTES_VIEW: Final = ReadableSpan.attributes
 #: States in which a trace still holds part of a run not yet emitted (for eviction).
 _HOLDS_A_RUN: Final = frozenset({OPEN, ENDED, WAITING})
 
@@ -133,30 +129,31 @@ class RunAssembler:
     def open_traces(self) -> int:
         return len(self._traces)
 
-    def span_started(self, span: ReadableSpan) -> None:
-        """Record a span start (``span`` is the live span)."""
-        context = span.context
-        if context is None:
+    def span_started(self, span: ReadableSpan | SpanCapture) -> None:
+        """Record a span start (the processor's capture, or the live span itself)."""
+        capture = span if isinstance(span, SpanCapture) else capture_start(span)
+        if capture is None:
             return
-        trace_id = context.trace_id
+        trace_id = capture.trace_id
         trace = self._touch(trace_id)
-        if context.span_id in trace.nodes:
+        if capture.span_id in trace.nodes:
             self.counters.duplicate_spans += 1
             return
-        node = self._new_node(span, context.span_id)
-        node.live = span
+        node = self._new_node(capture)
+        node.live = capture
         self._add(trace_id, trace, node)
 
-    def span_ended(self, span: ReadableSpan) -> None:
-        """Record a span end (``span`` is the read-only snapshot) and emit a completed run."""
-        context = span.context
-        if context is None:
+    def span_ended(self, span: ReadableSpan | SpanCapture) -> None:
+        """Record a span end (the processor's capture, or the read-only snapshot) and
+        emit a completed run."""
+        capture = span if isinstance(span, SpanCapture) else capture_end(span, None)
+        if capture is None:
             return
-        trace_id = context.trace_id
+        trace_id = capture.trace_id
         trace = self._touch(trace_id)
-        node = trace.nodes.get(context.span_id)
+        node = trace.nodes.get(capture.span_id)
         if node is None:  # its start was never seen (dropped, or began before us)
-            node = self._new_node(span, context.span_id)
+            node = self._new_node(capture)
             if not self._add(trace_id, trace, node):
                 return
         elif node.state >= ENDED:
@@ -166,7 +163,7 @@ class RunAssembler:
             self.counters.late_spans += 1
             self._forget(trace, node)
         else:
-            self._finish(node, span)
+            self._finish(node, capture)
             if node.local_root or (node.scope == "agent" and self._is_agent(node)):
                 # A possible run root: walk what is beneath it once, for every decision.
                 members = self._subtree(trace, node)
@@ -252,17 +249,14 @@ class RunAssembler:
         trace.last_activity = self._clock()
         return trace
 
-    def _new_node(self, span: ReadableSpan, span_id: int) -> Node:
-        parent = span.parent
-        name = self._cut(span.name)
-        start = span.start_time
+    def _new_node(self, capture: SpanCapture) -> Node:
+        name = self._cut(capture.start_name)
+        start = capture.start_time
         if not (type(start) is int and 0 < start < _NS_LIMIT):
             start = _as_ns(start, 0)
-        if parent is None:
-            return Node(span_id, None, True, start, name, name)
-        parent_id = parent.span_id
-        local_root = parent.is_remote or parent_id == span_id
-        return Node(span_id, parent_id, bool(local_root), start, name, name)
+        parent_id = capture.parent_id
+        local_root = parent_id is None or capture.parent_remote
+        return Node(capture.span_id, parent_id, local_root, start, name, name)
 
     def _add(self, trace_id: int, trace: Trace, node: Node) -> bool:
         if len(trace.nodes) >= self._config.max_spans_per_trace:
@@ -287,26 +281,28 @@ class RunAssembler:
                 node.state = DETACHED  # an initial state: born out of every run
         return True
 
-    def _finish(self, node: Node, span: ReadableSpan) -> None:
+    def _finish(self, node: Node, capture: SpanCapture) -> None:
         move(node, ENDED_FROM.get(node.state, ENDED), self.counters)
-        attributes = _plain_attributes(span)
-        raw_name = span.name
+        attributes = capture.attributes
+        if attributes is None:
+            attributes = {}
+        raw_name = capture.end_name
         node.live = None
         if raw_name != node.name:  # renamed while open (cutting twice changes nothing)
             node.name = self._cut(raw_name)
-        start = span.start_time
+        start = capture.end_start_time
         if type(start) is int and 0 < start < _NS_LIMIT:
             node.start_ns = start
         else:
             node.start_ns = _as_ns(start, node.start_ns)
-        end = span.end_time
+        end = capture.end_time
         node.end_ns = (
             end if type(end) is int and 0 < end < _NS_LIMIT else _as_ns(end, node.start_ns)
         )
         node.attributes = attributes
         node.scope = conventions.classify(attributes, raw_name, name_heuristics=self._heuristics)
         if node.local_root:
-            node.service_name = self._service_of(span.resource)
+            node.service_name = self._service_of(capture.resource)
 
     def _service_of(self, resource: object) -> str | None:
         if resource is not self._resource:
@@ -350,13 +346,22 @@ class RunAssembler:
         )
 
     def _is_agent_now(self, node: Node) -> bool:
-        live = node.live
-        if node.state >= ENDED or live is None:
+        capture = node.live
+        if node.state >= ENDED or capture is None:
             return self._is_agent(node)
-        # Still open: classify from what the live span carries right now.
-        attributes = _plain_attributes(live)
-        kind = conventions.classify(attributes, live.name, name_heuristics=self._heuristics)
-        return identity.is_agent_scope(kind, self._cut(live.name), attributes)
+        # Open here: classify from what the span carries right now. Its end may already
+        # be captured (it ended in the application, not yet here): that is the latest.
+        live = capture.live
+        if live is not None:
+            attributes = plain_attributes(live)
+            name = live.name
+        elif capture.ended:  # ``ended`` is set before ``live`` is cleared
+            attributes = capture.attributes or {}
+            name = capture.end_name
+        else:
+            return self._is_agent(node)
+        kind = conventions.classify(attributes, name, name_heuristics=self._heuristics)
+        return identity.is_agent_scope(kind, self._cut(name), attributes)
 
     def _is_run_root(self, trace: Trace, node: Node, members: list[_Member]) -> bool:
         if node.state is ENDED_ABOVE_RUN:
@@ -660,31 +665,6 @@ class RunAssembler:
         if any(n.state in _HOLDS_A_RUN for n in trace.nodes.values()):
             self.counters.runs_evicted += 1
         self._evicted_span_ids.extend(n.span_id for n in trace.nodes.values() if n.state < ENDED)
-
-
-def _plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
-    """The span's attributes as a plain dict, copied once for every later reader.
-
-    The SDK's spans hand out a read-only view of a ``BoundedAttributes`` whose every
-    lookup runs Python code (a miss raises and catches ``KeyError``); its backing
-    dict is copied in C instead. Other spans' mappings are copied generically; one
-    that cannot be iterated is kept as is (the convention readers tolerate any).
-    """
-    if getattr(type(span), "attributes", None) is _SDK_ATTRIBUTES_VIEW:
-        raw = getattr(span, "_attributes", None)
-        if type(raw) is BoundedAttributes:
-            inner = getattr(raw, "_dict", None)
-            if type(inner) is dict:
-                return inner.copy()
-        elif type(raw) is dict:
-            return raw.copy()
-    attributes = span.attributes
-    if not attributes:
-        return {}
-    try:
-        return dict(attributes)
-    except Exception:  # changed while iterated, or odd keys
-        return attributes
 
 
 def _with_inner_details(

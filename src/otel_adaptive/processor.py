@@ -1,8 +1,9 @@
 """``AdaptiveSpanProcessor``: the hot path and the lifecycle.
 
 ``on_start``/``on_end`` run on the application's threads inside ``span.start()``
-and ``span.end()``. They append the span to a bounded queue for the exporter
-thread and keep just what hints need *now* (:class:`~otel_adaptive.live.LiveSpans`:
+and ``span.end()``. They append the span's capture (one object the garbage
+collector does not track, :mod:`otel_adaptive._span_capture`) to a bounded queue
+for the exporter thread and keep just what hints need *now* (:class:`~otel_adaptive.live.LiveSpans`:
 the open spans by id and, per open trace, the spans that ended in it). They
 never do I/O, never wait for the exporter, take no lock on the normal path, and
 never raise.
@@ -21,6 +22,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from otel_adaptive._span_capture import SpanCapture, capture_end, capture_start
 from otel_adaptive.cache import PlanCache
 from otel_adaptive.config import AdaptiveConfig
 from otel_adaptive.exporter import FLUSH, SPAN_ENDED, SPAN_STARTED, Exporter, FlushRequest
@@ -84,6 +86,7 @@ class AdaptiveSpanProcessor(SpanProcessor):
         self._live = LiveSpans(
             config.max_open_traces * _LIVE_SPANS_PER_TRACE, config.max_open_traces
         )
+        self._max_captures = config.max_open_traces * _LIVE_SPANS_PER_TRACE
         self._start_pipeline()
         self.hints = HintService(config, self._cache, self._live)
         if self._enabled:
@@ -108,13 +111,15 @@ class AdaptiveSpanProcessor(SpanProcessor):
     def _start_pipeline(self) -> None:
         self._queue: deque[tuple[int, Any]] = deque()
         self._live.clear()
+        # Open spans' captures by span id, so that the end fills in its start's capture.
+        self._captures: dict[int, SpanCapture] = {}
         self._exporter = Exporter(
             self._config,
             self._queue,
             self._store,
             list(self._learners.values()),
             self._cache,
-            self._live.forget,
+            self._forget_spans,
             self._take_damaged,
             per_run_batches=self._per_run_batches,
         )
@@ -145,7 +150,17 @@ class AdaptiveSpanProcessor(SpanProcessor):
             if not self._enabled:
                 return
             self._live.started(span)
-            self._enqueue(SPAN_STARTED, span)
+            queue = self._queue
+            if len(queue) >= self._max_queue or self._shutdown:
+                self._drop(SPAN_STARTED, span)
+                return
+            capture = capture_start(span)
+            if capture is None:  # nothing to place it by: counted, then ignored
+                self._enqueue(SPAN_STARTED, span)
+                return
+            if len(self._captures) < self._max_captures:
+                self._captures[capture.span_id] = capture
+            self._enqueue(SPAN_STARTED, capture)
         except Exception:
             self._count_hot_error()
 
@@ -155,18 +170,30 @@ class AdaptiveSpanProcessor(SpanProcessor):
                 return
             # Hint lookups count the LLM calls among what ended: no classification here.
             self._live.ended(span)
-            self._enqueue(SPAN_ENDED, span)
+            context = span.context
+            capture = None if context is None else self._captures.pop(context.span_id, None)
+            queue = self._queue
+            if len(queue) >= self._max_queue or self._shutdown:
+                if capture is not None:
+                    capture.live = None  # its start is queued: let the span go now
+                self._drop(SPAN_ENDED, span)
+                return
+            self._enqueue(SPAN_ENDED, capture_end(span, capture) or span)
         except Exception:
             self._count_hot_error()
 
-    def _enqueue(self, kind: int, span: ReadableSpan) -> None:
+    def _enqueue(self, kind: int, payload: SpanCapture | ReadableSpan) -> None:
         queue = self._queue
-        if len(queue) >= self._max_queue or self._shutdown:
-            self._drop(kind, span)
-            return
-        queue.append((kind, span))
+        queue.append((kind, payload))
         if len(queue) >= self._batch_size and not self._wake.is_set():
             self._wake.set()
+
+    def _forget_spans(self, span_ids: list[int]) -> None:
+        """Open spans that will never end here (their run was evicted)."""
+        captures = self._captures
+        for span_id in span_ids:
+            captures.pop(span_id, None)
+        self._live.forget(span_ids)
 
     def _drop(self, kind: int, span: ReadableSpan) -> None:
         """The rare path: count the event and remember its trace, so its runs go whole."""
