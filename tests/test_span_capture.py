@@ -1,0 +1,70 @@
+"""The hot path queues one untracked capture per span, never the SDK's span objects."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from otel_adaptive._span_capture import SpanCapture, capture_end, capture_start
+from otel_adaptive.assembler import RunAssembler
+from otel_adaptive.config import AdaptiveConfig
+from spans import LLM, agent_attrs, make_processor
+
+
+def test_queued_events_are_untracked_and_keep_no_sdk_span_alive() -> None:
+    provider, processor, tracer = make_processor(max_export_batch_size=512)
+    try:
+        root = tracer.start_span("invoke_agent a", attributes=agent_attrs("a"))
+        with trace.use_span(root, end_on_exit=True):
+            chat = tracer.start_span("chat m", attributes=LLM)
+            chat.set_attribute("gen_ai.usage.output_tokens", 7)  # set after the start
+            chat.end()
+        spans = [weakref.ref(root), weakref.ref(chat)]
+        del root, chat
+        gc.collect()
+        # The exporter has not run yet (long schedule delay): all four events wait.
+        payloads = [payload for _, payload in processor._queue]
+        assert len(payloads) == 4
+        assert all(type(p) is SpanCapture and not gc.is_tracked(p) for p in payloads)
+        assert [ref() for ref in spans] == [None, None]  # the queue let the spans go
+        assert processor.force_flush(10_000)
+        [run] = processor.store.list_runs("a")
+        assert [(call.kind, call.output_tokens) for call in run.calls] == [("llm", 7)]
+    finally:
+        provider.shutdown()
+
+
+def test_an_ancestor_that_ended_in_the_application_is_read_from_its_captured_end() -> None:
+    """The outer span becomes an agent only at its end, which the application reached
+    before the assembler saw the inner agent end: the run is the outer agent's."""
+    tracer = TracerProvider().get_tracer("t")
+    outer = tracer.start_span("outer")
+    outer_start = capture_start(outer)
+    inner = tracer.start_span(
+        "invoke_agent inner",
+        attributes=agent_attrs("inner"),
+        context=trace.set_span_in_context(outer),
+    )
+    inner_start = capture_start(inner)
+    chat = tracer.start_span("chat m", attributes=LLM, context=trace.set_span_in_context(inner))
+    chat_start = capture_start(chat)
+    assert outer_start is not None and inner_start is not None and chat_start is not None
+    chat.end()
+    inner.end()
+    outer.set_attributes(agent_attrs("outer"))
+    outer.end()
+    for span, captured in ((chat, chat_start), (inner, inner_start), (outer, outer_start)):
+        capture_end(span, captured)
+    assert outer_start.live is None and outer_start.ended  # only its end is left
+
+    assembler = RunAssembler(AdaptiveConfig())
+    for captured in (outer_start, inner_start, chat_start):
+        assembler.span_started(captured)
+    assembler.span_ended(chat_start)
+    assembler.span_ended(inner_start)  # the outer node is still open here
+    assert assembler.take_completed() == []
+    assembler.span_ended(outer_start)
+    assert [run.agent_id for run in assembler.take_completed()] == ["outer"]
