@@ -706,7 +706,8 @@ def _fill_tool_call_counts(drafts: list[_Draft]) -> None:
                 break
             if later[0] >= ended:
                 count += 1
-        drafts[i] = (*draft[:5], details._replace(tool_call_count=count))
+        # Built directly: a named tuple's _replace goes through a generic, slow path.
+        drafts[i] = (*draft[:5], conventions.CallDetails(*details[:4], count))
 
 
 def _as_ns(value: object, fallback: int) -> int:
