@@ -41,7 +41,7 @@ class SpanCapture(msgspec.Struct, gc=False):
     span_id: int
     #: The parent span id (``None`` for a span without a parent).
     parent_id: int | None
-    #: The parent is remote, or the span is its own parent: a local root.
+    #: The parent is in another process: with no parent, the top of the trace here.
     parent_remote: bool
     #: Name and start time as the span started (times are validated by the reader).
     start_name: Any
@@ -56,6 +56,11 @@ class SpanCapture(msgspec.Struct, gc=False):
     attributes: Mapping[str, Any] | None = None
     resource: Any = None
 
+    @property
+    def no_local_parent(self) -> bool:
+        """No parent in this process: the top of the span's trace here."""
+        return self.parent_id is None or self.parent_remote
+
 
 def capture_start(span: ReadableSpan) -> SpanCapture | None:
     """The start of ``span`` (``None`` when it has no context to place it by)."""
@@ -66,12 +71,11 @@ def capture_start(span: ReadableSpan) -> SpanCapture | None:
     span_id = context.span_id
     if parent is None:
         return SpanCapture(context.trace_id, span_id, None, False, span.name, span.start_time, span)
-    parent_id = parent.span_id
     return SpanCapture(
         context.trace_id,
         span_id,
-        parent_id,
-        bool(parent.is_remote) or parent_id == span_id,
+        parent.span_id,
+        bool(parent.is_remote),
         span.name,
         span.start_time,
         span,

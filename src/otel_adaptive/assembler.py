@@ -255,8 +255,9 @@ class RunAssembler:
         if not (type(start) is int and 0 < start < _NS_LIMIT):
             start = _as_ns(start, 0)
         parent_id = capture.parent_id
-        local_root = parent_id is None or capture.parent_remote
-        return Node(capture.span_id, parent_id, local_root, start, name, name)
+        span_id = capture.span_id
+        local_root = capture.no_local_parent or parent_id == span_id
+        return Node(span_id, parent_id, local_root, start, name, name)
 
     def _add(self, trace_id: int, trace: Trace, node: Node) -> bool:
         if len(trace.nodes) >= self._config.max_spans_per_trace:

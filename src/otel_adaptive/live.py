@@ -82,28 +82,39 @@ class LiveSpans:
     def started(self, span: ReadableSpan) -> None:
         context = span.context
         assert context is not None
-        if len(self.open) < self._max_open:
-            self.open[context.span_id] = span
-        else:
-            self._count_untracked()
         parent = span.parent
-        if parent is None or parent.is_remote:
-            if len(self.traces) < self._max_traces:
-                self.traces.setdefault(context.trace_id, TraceState())
-            else:
-                self._count_untracked()  # its calls go uncounted: hints may be off
+        self.track_start(
+            span, context.trace_id, context.span_id, parent is None or parent.is_remote
+        )
 
     def ended(self, span: ReadableSpan) -> None:
         context = span.context
         assert context is not None
-        span_id = context.span_id
-        self.open.pop(span_id, None)
         parent = span.parent
-        if parent is None or parent.is_remote:
+        self.track_end(span, context.trace_id, context.span_id, parent is None or parent.is_remote)
+
+    # The processor has the ids at hand already (in the span's capture): these take them.
+
+    def track_start(self, span: ReadableSpan, trace_id: int, span_id: int, root: bool) -> None:
+        """``span`` started; ``root``: it has no local parent (the top of its trace here)."""
+        if len(self.open) < self._max_open:
+            self.open[span_id] = span
+        else:
+            self._count_untracked()
+        if root:
+            if len(self.traces) < self._max_traces:
+                self.traces.setdefault(trace_id, TraceState())
+            else:
+                self._count_untracked()  # its calls go uncounted: hints may be off
+
+    def track_end(self, span: ReadableSpan, trace_id: int, span_id: int, root: bool) -> None:
+        """``span`` (the snapshot) ended; ``root`` as in :meth:`track_start`."""
+        self.open.pop(span_id, None)
+        if root:
             # The local root: its trace is done here, and so is all that was kept for it.
-            self.traces.pop(context.trace_id, None)
+            self.traces.pop(trace_id, None)
             return
-        state = self.traces.get(context.trace_id)
+        state = self.traces.get(trace_id)
         if state is None:
             return
         state.sites.pop(span_id, None)

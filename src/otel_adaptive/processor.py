@@ -149,14 +149,13 @@ class AdaptiveSpanProcessor(SpanProcessor):
         try:
             if not self._enabled:
                 return
-            self._live.started(span)
-            queue = self._queue
-            if len(queue) >= self._max_queue or self._shutdown:
-                self._drop(SPAN_STARTED, span)
-                return
             capture = capture_start(span)
-            if capture is None:  # nothing to place it by: counted, then ignored
-                self._enqueue(SPAN_STARTED, span)
+            if capture is None:  # the SDK never makes one; counted as a hot-path error
+                raise ValueError("a span without a context")
+            # The capture has read the ids once; the hints' state takes them from it.
+            self._live.track_start(span, capture.trace_id, capture.span_id, capture.no_local_parent)
+            if len(self._queue) >= self._max_queue or self._shutdown:
+                self._drop(SPAN_STARTED, span)
                 return
             if len(self._captures) < self._max_captures:
                 self._captures[capture.span_id] = capture
@@ -168,23 +167,30 @@ class AdaptiveSpanProcessor(SpanProcessor):
         try:
             if not self._enabled:
                 return
-            # Hint lookups count the LLM calls among what ended: no classification here.
-            self._live.ended(span)
             context = span.context
-            capture = None if context is None else self._captures.pop(context.span_id, None)
-            queue = self._queue
-            if len(queue) >= self._max_queue or self._shutdown:
+            if context is None:  # as in on_start
+                raise ValueError("a span without a context")
+            span_id = context.span_id
+            capture = self._captures.pop(span_id, None)
+            # Hint lookups count the LLM calls among what ended: no classification here.
+            if capture is None:
+                self._live.ended(span)
+            else:
+                self._live.track_end(span, capture.trace_id, span_id, capture.no_local_parent)
+            if len(self._queue) >= self._max_queue or self._shutdown:
                 if capture is not None:
                     capture.live = None  # its start is queued: let the span go now
                 self._drop(SPAN_ENDED, span)
                 return
-            self._enqueue(SPAN_ENDED, capture_end(span, capture) or span)
+            captured = capture_end(span, capture)
+            if captured is not None:  # always: the context was checked above
+                self._enqueue(SPAN_ENDED, captured)
         except Exception:
             self._count_hot_error()
 
-    def _enqueue(self, kind: int, payload: SpanCapture | ReadableSpan) -> None:
+    def _enqueue(self, kind: int, capture: SpanCapture) -> None:
         queue = self._queue
-        queue.append((kind, payload))
+        queue.append((kind, capture))
         if len(queue) >= self._batch_size and not self._wake.is_set():
             self._wake.set()
 
