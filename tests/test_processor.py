@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
+import weakref
 
 import pytest
 from opentelemetry import trace
@@ -179,6 +181,10 @@ def test_never_ended_run_is_evicted_and_counted() -> None:
     assert stats["runs_evicted"] == 1
     assert stats["open_runs"] == 0
     assert stats["live_spans"] == 0  # the hot-path map forgets the abandoned span too
+    abandoned = weakref.ref(agent)
+    del agent
+    gc.collect()
+    assert abandoned() is None  # and nothing of ours keeps it alive
     provider.shutdown()
 
 

@@ -394,7 +394,13 @@ def test_hot_path_state_is_bounded_and_what_is_not_kept_is_counted() -> None:
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.trace import SpanContext, TraceFlags
 
+    from otel_adaptive._span_capture import SpanCapture, capture_start
     from otel_adaptive.live import MAX_ENDED_PER_TRACE, LiveSpans
+
+    def start(trace_id: int, span_id: int, parent: int | None) -> SpanCapture:
+        capture = capture_start(span(trace_id, span_id, parent))
+        assert capture is not None
+        return capture
 
     def span(trace_id: int, span_id: int, parent: int | None) -> ReadableSpan:
         def ctx(s: int) -> SpanContext:
@@ -403,16 +409,16 @@ def test_hot_path_state_is_bounded_and_what_is_not_kept_is_counted() -> None:
         return ReadableSpan("s", ctx(span_id), None if parent is None else ctx(parent))
 
     live = LiveSpans(max_open=3, max_traces=1)
-    live.started(span(1, 1, None))
-    live.started(span(2, 1, None))  # a second trace: beyond max_traces
+    live.started(start(1, 1, None))
+    live.started(start(2, 1, None))  # a second trace: beyond max_traces
     assert list(live.traces) == [1] and live.untracked == 1
     for child in range(2, 2 + MAX_ENDED_PER_TRACE + 5):
-        live.started(span(1, child, 1))
+        live.started(start(1, child, 1))
         live.ended(span(1, child, 1))
     assert len(live.traces[1].ended) == MAX_ENDED_PER_TRACE
     assert live.untracked == 1 + 5
     live.ended(span(1, 1, None))  # the local root ends: its trace's state goes
     assert live.traces == {} and live.open == {}
     for child in range(10, 15):  # more open spans than max_open: counted, not kept
-        live.started(span(3, child, 99))
+        live.started(start(3, child, 99))
     assert len(live.open) == 3 and live.untracked == 1 + 5 + 2

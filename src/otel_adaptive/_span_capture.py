@@ -82,12 +82,8 @@ def capture_start(span: ReadableSpan) -> SpanCapture | None:
     )
 
 
-def capture_end(span: ReadableSpan, capture: SpanCapture | None) -> SpanCapture | None:
-    """``capture`` (or a new one, when the start was not captured) with ``span``'s end."""
-    if capture is None:
-        capture = capture_start(span)
-        if capture is None:
-            return None
+def capture_end(span: ReadableSpan, capture: SpanCapture) -> SpanCapture:
+    """``capture`` (the start of ``span``) with ``span``'s end."""
     capture.end_name = span.name
     capture.end_start_time = span.start_time
     capture.end_time = span.end_time

@@ -146,7 +146,11 @@ class RunAssembler:
     def span_ended(self, span: ReadableSpan | SpanCapture) -> None:
         """Record a span end (the processor's capture, or the read-only snapshot) and
         emit a completed run."""
-        capture = span if isinstance(span, SpanCapture) else capture_end(span, None)
+        if isinstance(span, SpanCapture):
+            capture: SpanCapture | None = span
+        else:
+            start = capture_start(span)
+            capture = None if start is None else capture_end(span, start)
         if capture is None:
             return
         trace_id = capture.trace_id

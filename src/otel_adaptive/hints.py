@@ -196,7 +196,7 @@ class HintService:
             parent = node.parent
             if parent is None or parent.is_remote:
                 break
-            node = self._live.open.get(parent.span_id)
+            node = self._live.get(parent.span_id)
             if node is None and state is not None:
                 if ended is None:
                     ended = _EndedIndex(state)
@@ -366,7 +366,7 @@ class HintService:
         site: _Site | None = state.sites.get(span_id)
         if site is not None and site.generation == self._generation:
             return site
-        span: Any = self._live.open.get(span_id) or index.get(span_id)
+        span: Any = self._live.get(span_id) or index.get(span_id)
         return None if span is None else self._site(span, state, index)
 
     def _fallback_agent_id(self, top: Any) -> str:

@@ -16,6 +16,8 @@ from typing import Any, Final
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+from otel_adaptive._span_capture import SpanCapture, capture_start
+
 #: Ended spans remembered per open trace; later ones are counted, not kept.
 MAX_ENDED_PER_TRACE: Final = 4096
 
@@ -58,14 +60,18 @@ class TraceState:
 
 
 class LiveSpans:
-    """Open spans by id and per-trace state, updated with single operations."""
+    """Open spans by id and per-trace state, updated with single operations.
+
+    The open spans are kept as their captures, the objects the processor queues for
+    the exporter: the span's end fills in the capture of its start."""
 
     __slots__ = ("_lock", "_max_open", "_max_traces", "open", "traces", "untracked")
 
     def __init__(self, max_open: int, max_traces: int) -> None:
         self._max_open = max_open
         self._max_traces = max_traces
-        self.open: dict[int, ReadableSpan] = {}
+        #: Open spans' captures by span id (each holds its live span until it ends).
+        self.open: dict[int, SpanCapture] = {}
         self.traces: dict[int, TraceState] = {}
         #: Spans (or ended spans) not tracked because a bound was reached.
         self.untracked = 0
@@ -73,65 +79,57 @@ class LiveSpans:
 
     def get(self, span_id: int) -> ReadableSpan | None:
         """The open span with this id, if tracked."""
-        return self.open.get(span_id)
+        capture = self.open.get(span_id)
+        return None if capture is None else capture.live
 
     def _count_untracked(self) -> None:
         with self._lock:
             self.untracked += 1
 
-    def started(self, span: ReadableSpan) -> None:
-        context = span.context
-        assert context is not None
-        parent = span.parent
-        self.track_start(
-            span, context.trace_id, context.span_id, parent is None or parent.is_remote
-        )
-
-    def ended(self, span: ReadableSpan) -> None:
-        context = span.context
-        assert context is not None
-        parent = span.parent
-        self.track_end(span, context.trace_id, context.span_id, parent is None or parent.is_remote)
-
-    # The processor has the ids at hand already (in the span's capture): these take them.
-
-    def track_start(self, span: ReadableSpan, trace_id: int, span_id: int, root: bool) -> None:
-        """``span`` started; ``root``: it has no local parent (the top of its trace here)."""
+    def started(self, capture: SpanCapture) -> None:
+        """A span started (its capture holds the live span until it ends)."""
         if len(self.open) < self._max_open:
-            self.open[span_id] = span
+            self.open[capture.span_id] = capture
         else:
             self._count_untracked()
-        if root:
+        if capture.no_local_parent:
             if len(self.traces) < self._max_traces:
-                self.traces.setdefault(trace_id, TraceState())
+                self.traces.setdefault(capture.trace_id, TraceState())
             else:
                 self._count_untracked()  # its calls go uncounted: hints may be off
 
-    def track_end(self, span: ReadableSpan, trace_id: int, span_id: int, root: bool) -> None:
-        """``span`` (the snapshot) ended; ``root`` as in :meth:`track_start`."""
-        self.open.pop(span_id, None)
-        if root:
+    def ended(self, span: ReadableSpan) -> SpanCapture | None:
+        """``span`` (the snapshot) ended: its capture from the start, or a new one if the
+        start was not tracked (``None`` for a span without a context)."""
+        context = span.context
+        if context is None:
+            return None
+        span_id = context.span_id
+        capture = self.open.pop(span_id, None)
+        if capture is None or capture.trace_id != context.trace_id:  # ids repeat in odd input
+            capture = capture_start(span)
+            if capture is None:
+                return None
+        if capture.no_local_parent:
             # The local root: its trace is done here, and so is all that was kept for it.
-            self.traces.pop(trace_id, None)
-            return
-        state = self.traces.get(trace_id)
+            self.traces.pop(capture.trace_id, None)
+            return capture
+        state = self.traces.get(capture.trace_id)
         if state is None:
-            return
+            return capture
         state.sites.pop(span_id, None)
         if len(state.ended) < MAX_ENDED_PER_TRACE:
             state.ended.append(span)
         else:
             self._count_untracked()
+        return capture
 
     def forget(self, span_ids: list[int]) -> None:
         """Open spans that will never end (their run was evicted)."""
         for span_id in span_ids:
-            span = self.open.pop(span_id, None)
-            if span is None or span.context is None:
-                continue
-            parent = span.parent
-            if parent is None or parent.is_remote:
-                self.traces.pop(span.context.trace_id, None)
+            capture = self.open.pop(span_id, None)
+            if capture is not None and capture.no_local_parent:
+                self.traces.pop(capture.trace_id, None)
 
     def clear(self) -> None:
         """Start afresh (in a forked child: the parent's spans are not ours)."""

@@ -86,7 +86,6 @@ class AdaptiveSpanProcessor(SpanProcessor):
         self._live = LiveSpans(
             config.max_open_traces * _LIVE_SPANS_PER_TRACE, config.max_open_traces
         )
-        self._max_captures = config.max_open_traces * _LIVE_SPANS_PER_TRACE
         self._start_pipeline()
         self.hints = HintService(config, self._cache, self._live)
         if self._enabled:
@@ -111,15 +110,13 @@ class AdaptiveSpanProcessor(SpanProcessor):
     def _start_pipeline(self) -> None:
         self._queue: deque[tuple[int, Any]] = deque()
         self._live.clear()
-        # Open spans' captures by span id, so that the end fills in its start's capture.
-        self._captures: dict[int, SpanCapture] = {}
         self._exporter = Exporter(
             self._config,
             self._queue,
             self._store,
             list(self._learners.values()),
             self._cache,
-            self._forget_spans,
+            self._live.forget,
             self._take_damaged,
             per_run_batches=self._per_run_batches,
         )
@@ -152,13 +149,10 @@ class AdaptiveSpanProcessor(SpanProcessor):
             capture = capture_start(span)
             if capture is None:  # the SDK never makes one; counted as a hot-path error
                 raise ValueError("a span without a context")
-            # The capture has read the ids once; the hints' state takes them from it.
-            self._live.track_start(span, capture.trace_id, capture.span_id, capture.no_local_parent)
+            self._live.started(capture)
             if len(self._queue) >= self._max_queue or self._shutdown:
                 self._drop(SPAN_STARTED, span)
                 return
-            if len(self._captures) < self._max_captures:
-                self._captures[capture.span_id] = capture
             self._enqueue(SPAN_STARTED, capture)
         except Exception:
             self._count_hot_error()
@@ -167,24 +161,15 @@ class AdaptiveSpanProcessor(SpanProcessor):
         try:
             if not self._enabled:
                 return
-            context = span.context
-            if context is None:  # as in on_start
-                raise ValueError("a span without a context")
-            span_id = context.span_id
-            capture = self._captures.pop(span_id, None)
             # Hint lookups count the LLM calls among what ended: no classification here.
-            if capture is None:
-                self._live.ended(span)
-            else:
-                self._live.track_end(span, capture.trace_id, span_id, capture.no_local_parent)
+            capture = self._live.ended(span)
+            if capture is None:  # as in on_start
+                raise ValueError("a span without a context")
             if len(self._queue) >= self._max_queue or self._shutdown:
-                if capture is not None:
-                    capture.live = None  # its start is queued: let the span go now
+                capture.live = None  # if its start is queued: let the span go now
                 self._drop(SPAN_ENDED, span)
                 return
-            captured = capture_end(span, capture)
-            if captured is not None:  # always: the context was checked above
-                self._enqueue(SPAN_ENDED, captured)
+            self._enqueue(SPAN_ENDED, capture_end(span, capture))
         except Exception:
             self._count_hot_error()
 
@@ -193,13 +178,6 @@ class AdaptiveSpanProcessor(SpanProcessor):
         queue.append((kind, capture))
         if len(queue) >= self._batch_size and not self._wake.is_set():
             self._wake.set()
-
-    def _forget_spans(self, span_ids: list[int]) -> None:
-        """Open spans that will never end here (their run was evicted)."""
-        captures = self._captures
-        for span_id in span_ids:
-            captures.pop(span_id, None)
-        self._live.forget(span_ids)
 
     def _drop(self, kind: int, span: ReadableSpan) -> None:
         """The rare path: count the event and remember its trace, so its runs go whole."""
