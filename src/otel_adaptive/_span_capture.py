@@ -6,8 +6,9 @@ garbage collector tracks (attribute maps, event and link lists, contexts), and a
 queue of them between two exporter batches made the collector run often and scan
 them repeatedly: in a tight span loop that cost about a third of what the plugin
 adds. A :class:`SpanCapture` is one object the collector never tracks. It is made at
-the span's start, filled in at its end, and the same object goes into the queue for
-both events; it holds the live span only while the span is open, so the span's
+the span's start, filled in at its end (the attributes are the ended span's own plain
+dict, not a copy: the SDK refuses changes after the end), and the same object goes
+into the queue for both events; it holds the live span only while the span is open, so the span's
 objects go as soon as the application lets go of them.
 
 The fields are written on the application's thread and read on the exporter's,
@@ -30,7 +31,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 _SDK_ATTRIBUTES_VIEW: Final = ReadableSpan.attributes
 
 
-# ``gc=False``: a capture holds ids, times, names, a plain copy of the attributes
+# ``gc=False``: a capture holds ids, times, names, a plain dict of the attributes
 # (strings, numbers and tuples of them), the resource (which never refers back to a
 # capture) and, while open, the live span (which does not either): no cycle can pass
 # through it, so the collector need not know it.
@@ -50,9 +51,8 @@ class SpanCapture(msgspec.Struct, gc=False):
     live: Any = None
     ended: bool = False
     end_name: Any = None
-    end_start_time: Any = None
     end_time: Any = None
-    #: At the end: a plain dict copy (the span's own mapping if it could not be copied).
+    #: At the end: a plain dict (see :func:`ended_attributes`).
     attributes: Mapping[str, Any] | None = None
     resource: Any = None
 
@@ -85,13 +85,36 @@ def capture_start(span: ReadableSpan) -> SpanCapture | None:
 def capture_end(span: ReadableSpan, capture: SpanCapture) -> SpanCapture:
     """``capture`` (the start of ``span``) with ``span``'s end."""
     capture.end_name = span.name
-    capture.end_start_time = span.start_time
     capture.end_time = span.end_time
-    capture.attributes = plain_attributes(span)
+    capture.attributes = ended_attributes(span)
     capture.resource = span.resource
     capture.ended = True  # last: the fields above are complete when this is seen
     capture.live = None
     return capture
+
+
+def ended_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """The attributes of an ended span, as a plain dict, without copying if it can.
+
+    An ended SDK span refuses new attributes, so the plain dict behind its mapping
+    stays as it is and is read as it is; any other span's are copied
+    (:func:`plain_attributes`).
+    """
+    inner = _sdk_backing_dict(span)
+    return plain_attributes(span) if inner is None else inner
+
+
+def _sdk_backing_dict(span: ReadableSpan) -> dict[str, Any] | None:
+    """The plain dict behind an SDK span's attribute view (None for other spans)."""
+    if getattr(type(span), "attributes", None) is _SDK_ATTRIBUTES_VIEW:
+        raw = getattr(span, "_attributes", None)
+        if type(raw) is BoundedAttributes:
+            inner = getattr(raw, "_dict", None)
+            if type(inner) is dict:
+                return inner
+        elif type(raw) is dict:
+            return raw
+    return None
 
 
 def plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
@@ -102,14 +125,9 @@ def plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     dict is copied in C instead. Other spans' mappings are copied generically; one
     that cannot be iterated is kept as is (the convention readers tolerate any).
     """
-    if getattr(type(span), "attributes", None) is _SDK_ATTRIBUTES_VIEW:
-        raw = getattr(span, "_attributes", None)
-        if type(raw) is BoundedAttributes:
-            inner = getattr(raw, "_dict", None)
-            if type(inner) is dict:
-                return inner.copy()
-        elif type(raw) is dict:
-            return raw.copy()
+    inner = _sdk_backing_dict(span)
+    if inner is not None:
+        return inner.copy()
     attributes = span.attributes
     if not attributes:
         return {}
@@ -119,4 +137,4 @@ def plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
         return attributes
 
 
-__all__ = ["SpanCapture", "capture_end", "capture_start", "plain_attributes"]
+__all__ = ["SpanCapture", "capture_end", "capture_start", "ended_attributes", "plain_attributes"]

@@ -295,12 +295,7 @@ class RunAssembler:
         node.live = None
         if raw_name != node.name:  # renamed while open (cutting twice changes nothing)
             node.name = self._cut(raw_name)
-        start = capture.end_start_time
-        if type(start) is int and 0 < start < _NS_LIMIT:
-            node.start_ns = start
-        else:
-            node.start_ns = _as_ns(start, node.start_ns)
-        end = capture.end_time
+        end = capture.end_time  # the start time is the capture's, read at the start
         node.end_ns = (
             end if type(end) is int and 0 < end < _NS_LIMIT else _as_ns(end, node.start_ns)
         )
