@@ -68,14 +68,11 @@ def capture_start(span: ReadableSpan) -> SpanCapture | None:
     if context is None:
         return None
     parent = span.parent
-    span_id = context.span_id
-    if parent is None:
-        return SpanCapture(context.trace_id, span_id, None, False, span.name, span.start_time, span)
     return SpanCapture(
         context.trace_id,
-        span_id,
-        parent.span_id,
-        bool(parent.is_remote),
+        context.span_id,
+        None if parent is None else parent.span_id,
+        parent is not None and bool(parent.is_remote),
         span.name,
         span.start_time,
         span,
