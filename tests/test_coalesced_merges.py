@@ -16,6 +16,7 @@ from otel_adaptive.cli._replay import _CountingStore
 from otel_adaptive.learners import build_learners
 from otel_adaptive.learners.base import Mergeable
 from otel_adaptive.records import RunRecord
+from otel_adaptive.stats import RunningStats
 from otel_adaptive.store.base import AgentDelta, Store, StoreUnavailableError
 from otel_adaptive.store.memory import MemoryStore
 from otel_adaptive.store.redis import RedisStore
@@ -239,3 +240,54 @@ def test_a_batch_id_given_twice_in_one_call_is_applied_once(store: RedisStore) -
     batches = [(f"b{i % 2}", [tally_delta("a", runs=Tally(1))]) for i in range(4)]
     assert store.merge_batches(batches) == [True, True, False, False]
     assert tally(store, "a") == 2
+
+
+# -- end to end: one merge per learned field and interval ---------------------------------------
+
+
+def test_each_learned_field_is_merged_once_per_interval(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The process's view of the agent and its shard in Redis hold the same values:
+    # an interval's delta is merged into them once, not once each.
+    processor = AdaptiveSpanProcessor(
+        AdaptiveConfig(redis_url=redis_url, key_prefix=key_prefix, learners=("trie",))
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("tests")
+
+    def runs(first: int) -> None:
+        for i in range(first, first + 3):
+            with timed_span(tracer, "run", 0, 100, agent_attrs("once"), base_ns=10**18 + i):
+                for k in range(3):
+                    with timed_span(tracer, "chat m", k * 10, k * 10 + 5, LLM,
+                                    end_attributes=usage(7 + k)):  # fmt: skip
+                        pass
+
+    metric_merges = 0
+    real_merge = RunningStats.merge
+
+    def counting(self: RunningStats, other: RunningStats) -> RunningStats:
+        nonlocal metric_merges
+        metric_merges += 1
+        return real_merge(self, other)
+
+    try:
+        runs(0)
+        assert processor.force_flush(30_000)
+        fields = processor.store.load_fields("once", "trie")
+        monkeypatch.setattr(RunningStats, "merge", counting)
+        runs(10)
+        assert processor.force_flush(30_000)
+        monkeypatch.undo()
+        assert processor.stats()["batches_merged"] == 2
+        # Fields fed by the same calls share one value (a leaf's own and subtree
+        # fields): each distinct value's four metrics are merged once.
+        distinct = len({id(value) for value in fields.values()})
+        assert distinct < len(fields)
+        assert metric_merges == 4 * distinct
+        root = processor.store.load_fields("once", "trie")[ROOT_ANY_FIELD]
+        assert root.remaining_calls.count == 18  # type: ignore[attr-defined]
+    finally:
+        provider.shutdown()

@@ -476,6 +476,51 @@ def test_of_floats_is_of_bit_for_bit(values: list[float]) -> None:
     assert values == copy or any(math.isnan(v) for v in values)  # never changed
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(value, min_size=1, max_size=3 * EXACT_SAMPLE_LIMIT),
+    cuts=st.lists(st.integers(0, 400), max_size=8),
+)
+def test_of_parts_summarises_the_values_from_their_parts(
+    values: list[float], cuts: list[int]
+) -> None:
+    # Moments and extremes come from the parts, samples or sketch from the values:
+    # the summary is the values' own, up to the rounding of combining moments.
+    parts = split(values, cuts)
+    stats = RunningStats.of_parts([RunningStats.of_floats(part) for part in parts], values)
+    whole = RunningStats.of_floats(values)
+    assert_moments(stats, values)
+    assert stats.is_exact == whole.is_exact
+    if whole.is_exact:
+        assert_exact_percentiles(stats, values)
+    else:
+        assert stats._sketch().to_bytes() == whole._sketch().to_bytes()
+    assert RunningStats.from_bytes(stats.to_bytes()) == stats
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    values=st.lists(any_float, max_size=2 * EXACT_SAMPLE_LIMIT),
+    cuts=st.lists(st.integers(0, 400), max_size=4),
+)
+def test_of_parts_with_values_a_part_ignored_summarises_them_afresh(
+    values: list[float], cuts: list[int]
+) -> None:
+    parts = [RunningStats.of_floats(part) for part in split(values, cuts)]
+    stats = RunningStats.of_parts(parts, values)
+    accepted = [v for v in values if -MAX_MAGNITUDE <= v <= MAX_MAGNITUDE]
+    if accepted:
+        assert_moments(stats, accepted)
+    else:
+        assert stats.count == 0
+    assert stats.count == len(accepted)
+
+
+def test_of_parts_of_nothing_is_empty() -> None:
+    assert RunningStats.of_parts([], []) == RunningStats.empty()
+    assert RunningStats.of_parts([RunningStats.empty()], []) == RunningStats.empty()
+
+
 def test_of_floats_ignores_a_nan_wherever_it_is() -> None:
     # min and max step over a NaN that is not first, so only the sum can reveal it.
     for position in range(4):

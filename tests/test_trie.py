@@ -32,6 +32,7 @@ from otel_adaptive.learners.trie import (
     validate_envelope,
 )
 from otel_adaptive.records import CallRecord, RunRecord
+from otel_adaptive.stats import RunningStats
 
 MS = 1_000_000
 SECOND = 1_000_000_000
@@ -843,3 +844,32 @@ def test_validate_envelope_survives_very_deep_documents() -> None:
     node["predictions_by_call_index"] = {"1": None}
     with pytest.raises(ValueError, match="n4999"):
         validate_envelope(envelope)
+
+
+def test_merging_the_same_value_twice_computes_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A process sharing a store merges each interval's delta into its view and into
+    # its shard; while both hold the same value the second merge is not recomputed.
+    def node(values: list[float]) -> NodeStats:
+        stats = RunningStats.of_floats(values)
+        return NodeStats(stats, stats, stats, stats)
+
+    state, delta, other = node([1.0, 2.0] * 80), node([3.0] * 50), node([4.0])
+    first = state.merge(delta)
+    metric_merges = 0
+    real_merge = RunningStats.merge
+
+    def counting(self: RunningStats, value: RunningStats) -> RunningStats:
+        nonlocal metric_merges
+        metric_merges += 1
+        return real_merge(self, value)
+
+    monkeypatch.setattr(RunningStats, "merge", counting)
+    assert state.merge(delta) is first
+    assert metric_merges == 0
+    third = state.merge(other)  # another value: computed, and remembered instead
+    assert metric_merges == 4
+    expected = real_merge(state.remaining_calls, other.remaining_calls)
+    assert third == NodeStats(expected, expected, expected, expected)
+    again = state.merge(delta)
+    assert metric_merges == 8 and again == first and again is not first
+    assert state == node([1.0, 2.0] * 80)  # the remembered merge is not part of the value

@@ -38,7 +38,7 @@ import struct
 import sys
 import zlib
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -102,6 +102,22 @@ class _State(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 _MSGPACK_ENCODER = msgspec.msgpack.Encoder()
 _MSGPACK_DECODER = msgspec.msgpack.Decoder(_State)
+
+
+def _combined_moments(
+    count: int, mean: float, m2: float, other: RunningStats
+) -> tuple[int, float, float]:
+    """Count, mean and M2 of values summarised by (count, mean, m2) and by ``other``.
+
+    The parallel update of Chan et al.; ``count`` and ``other.count`` are positive.
+    """
+    total = count + other._count
+    delta = other._mean - mean
+    return (
+        total,
+        mean + delta * (other._count / total),
+        m2 + other._m2 + delta * delta * (count * other._count / total),
+    )
 
 
 def _accepts(value: float) -> bool:
@@ -206,16 +222,53 @@ class RunningStats:
             return self
         return self.merge(_summarise([float(value)]))
 
+    @classmethod
+    def of_parts(cls, parts: Sequence[RunningStats], values: list[float]) -> RunningStats:
+        """:meth:`of_floats` of ``values``, given the summaries of a partition of them.
+
+        Count, moments and extremes combine the parts' (as :meth:`merge` does), so a
+        value that feeds several summaries has its deviations summed once; samples or
+        the sketch still come from ``values`` themselves. ``values`` must hold exactly
+        the parts' values: when they differ in number (values a part ignored, NaN or
+        out of range), ``values`` are summarised from scratch.
+        """
+        count, mean, m2 = 0, 0.0, 0.0
+        low: float | None = None
+        high: float | None = None
+        for part in parts:
+            if part._count == 0:
+                continue
+            if count == 0:
+                count, mean, m2 = part._count, part._mean, part._m2
+                low, high = part._min, part._max
+                continue
+            count, mean, m2 = _combined_moments(count, mean, m2, part)
+            assert low is not None and high is not None
+            assert part._min is not None and part._max is not None
+            low = part._min if part._min < low else low
+            high = part._max if part._max > high else high
+        if count != len(values):
+            return cls.of_floats(values)
+        if count == 0:
+            return _EMPTY
+        assert low is not None and high is not None
+        if count <= EXACT_SAMPLE_LIMIT:
+            return RunningStats(
+                count=count, mean=mean, m2=m2, minimum=low, maximum=high,
+                samples=tuple(sorted(values)),
+            )  # fmt: skip
+        return RunningStats(
+            count=count, mean=mean, m2=m2, minimum=low, maximum=high,
+            digest=TDigest.from_values(values, max_centroids=MAX_CENTROIDS),
+        )  # fmt: skip
+
     def merge(self, other: RunningStats) -> RunningStats:
         """Return the summary of both inputs' values (Chan et al. for the moments)."""
         if other._count == 0:
             return self
         if self._count == 0:
             return other
-        count = self._count + other._count
-        delta = other._mean - self._mean
-        mean = self._mean + delta * (other._count / count)
-        m2 = self._m2 + other._m2 + delta * delta * (self._count * other._count / count)
+        count, mean, m2 = _combined_moments(self._count, self._mean, self._m2, other)
         assert self._min is not None and other._min is not None
         assert self._max is not None and other._max is not None
         minimum = min(self._min, other._min)

@@ -29,11 +29,12 @@ Caps, and where they are enforced:
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeAlias
 
@@ -150,6 +151,13 @@ class NodeStats:
     interarrival_ms: RunningStats
     output_tokens: RunningStats
     sensitivity: RunningStats
+    # The last merge made from this value: (other, result). A process sharing a store
+    # keeps two copies of what it learned, its view of the agent and its own shard;
+    # while they hold the same value, each interval merges the same delta into both,
+    # and the second merge is this lookup. Values never change, so the result stays right.
+    _last_merge: tuple[NodeStats, NodeStats] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def empty(cls) -> NodeStats:
@@ -157,12 +165,17 @@ class NodeStats:
         return cls(blank, blank, blank, blank)
 
     def merge(self, other: NodeStats) -> NodeStats:
-        return NodeStats(
+        last = self._last_merge
+        if last is not None and last[0] is other:
+            return last[1]
+        merged = NodeStats(
             self.remaining_calls.merge(other.remaining_calls),
             self.interarrival_ms.merge(other.interarrival_ms),
             self.output_tokens.merge(other.output_tokens),
             self.sensitivity.merge(other.sensitivity),
         )
+        object.__setattr__(self, "_last_merge", (other, merged))
+        return merged
 
     def to_bytes(self) -> bytes:
         """Version byte, the four lengths, the four metric encodings (see ``stats``).
@@ -239,9 +252,10 @@ class _AgentBatch:
     Every field a call feeds (each prefix of its path, per bucket, own or
     subtree) receives the same samples as every other call of that path and
     index, so a call is appended once, to its group, and each field is
-    summarised once at the end from the union of its groups. Fields fed by the
-    same groups (a node and its only child, a leaf's own and subtree fields)
-    share one summary, computed once.
+    summarised once at the end from the union of its groups: the moments from
+    the groups' own summaries, the samples or sketch from their values. Fields
+    fed by the same groups (a node and its only child, a leaf's own and subtree
+    fields) share one summary, computed once.
     """
 
     __slots__ = ("_groups", "_guard", "_max_call_index", "_routes")
@@ -298,32 +312,51 @@ class _AgentBatch:
                 for bucket in buckets:
                     members.setdefault((prefixes[-1], bucket, True), []).append(group)
         shared: dict[tuple[int, ...], NodeStats] = {}
+        alone: dict[int, NodeStats] = {}
         result: dict[_FieldKey, NodeStats] = {}
         for key, groups in members.items():
             signature = tuple(map(id, groups))
             stats = shared.get(signature)
             if stats is None:
-                stats = shared[signature] = _summarise_groups(groups)
+                stats = shared[signature] = _summarise_groups(groups, alone)
             result[key] = stats
         return result
 
 
-def _summarise_groups(groups: list[_Group]) -> NodeStats:
-    if len(groups) == 1:
-        group = groups[0]
-        return NodeStats(
-            RunningStats.of_floats(group.remaining),
-            RunningStats.of_floats(group.gaps),
-            RunningStats.of_floats(group.tokens),
-            RunningStats.of_floats(group.scores),
-        )
-    # A summary does not depend on the order of its values (exactly rounded sums, sorted
-    # samples, and a sketch that sorts them first), so groups are simply concatenated.
+def _summarise_groups(groups: list[_Group], alone: dict[int, NodeStats]) -> NodeStats:
+    """The summary of the union of ``groups``; ``alone`` keeps each group's own, by id.
+
+    Each group is summarised once, however many fields it feeds; a union takes its
+    count, moments and extremes from its groups' summaries, and its samples or sketch
+    from their values (a sketch sorts them first, so the order of groups is moot).
+    """
+    parts: list[NodeStats] = []
+    for group in groups:
+        stats = alone.get(id(group))
+        if stats is None:
+            stats = alone[id(group)] = NodeStats(
+                RunningStats.of_floats(group.remaining),
+                RunningStats.of_floats(group.gaps),
+                RunningStats.of_floats(group.tokens),
+                RunningStats.of_floats(group.scores),
+            )
+        parts.append(stats)
+    if len(parts) == 1:
+        return parts[0]
+    union = itertools.chain.from_iterable
     return NodeStats(
-        RunningStats.of_floats([v for group in groups for v in group.remaining]),
-        RunningStats.of_floats([v for group in groups for v in group.gaps]),
-        RunningStats.of_floats([v for group in groups for v in group.tokens]),
-        RunningStats.of_floats([v for group in groups for v in group.scores]),
+        RunningStats.of_parts(
+            [part.remaining_calls for part in parts], list(union(g.remaining for g in groups))
+        ),
+        RunningStats.of_parts(
+            [part.interarrival_ms for part in parts], list(union(g.gaps for g in groups))
+        ),
+        RunningStats.of_parts(
+            [part.output_tokens for part in parts], list(union(g.tokens for g in groups))
+        ),
+        RunningStats.of_parts(
+            [part.sensitivity for part in parts], list(union(g.scores for g in groups))
+        ),
     )
 
 
@@ -344,8 +377,8 @@ def logical_steps(calls: Sequence[CallRecord]) -> list[int]:
         if step < 0 or call.start_ns >= step_end:
             step += 1
             step_end = call.end_ns
-        else:
-            step_end = max(step_end, call.end_ns)
+        elif call.end_ns > step_end:
+            step_end = call.end_ns
         steps.append(step)
     return steps
 
@@ -367,11 +400,13 @@ def latency_sensitivity_scores(
     sizes = [0] * (steps[-1] + 1)
     longest = [0] * len(sizes)
     durations: list[int] = []
+    # Comparisons rather than max(): this loop runs for every LLM call.
     for step, call in zip(steps, calls, strict=True):
         duration = call.end_ns - call.start_ns
-        duration = max(duration, 0)
+        duration = duration if duration > 0 else 0
         sizes[step] += 1
-        longest[step] = max(longest[step], duration)
+        step_longest = longest[step]
+        longest[step] = duration if duration > step_longest else step_longest
         durations.append(duration)
     fanout_terms, position_terms = _step_terms(len(sizes))
     run_duration = run.end_ns - run.start_ns
