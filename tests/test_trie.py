@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import otel_adaptive.learners.trie as trie_module
 from otel_adaptive.learners.base import Mergeable
 from otel_adaptive.learners.trie import (
     ANY_INDEX,
@@ -873,3 +874,36 @@ def test_merging_the_same_value_twice_computes_it_once(monkeypatch: pytest.Monke
     again = state.merge(delta)
     assert metric_merges == 8 and again == first and again is not first
     assert state == node([1.0, 2.0] * 80)  # the remembered merge is not part of the value
+
+
+def test_a_view_predicts_each_distinct_value_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    learner = PredictionTrieLearner()
+    calls = tuple(
+        CallRecord(
+            kind="llm", name="chat", span_id=f"{k:016x}", parent_span_id=None,
+            path=("plan",), start_ns=k * 10 * MS, end_ns=(k * 10 + 5) * MS, output_tokens=9,
+        )
+        for k in range(3)
+    )  # fmt: skip
+    record = RunRecord(
+        id="r", agent_id="a", trace_id="0" * 32, start_ns=0, end_ns=40 * MS, calls=calls
+    )
+    fields = learner.learn([record])["a"]
+    distinct = {id(value) for value in fields.values()}
+    assert len(distinct) < len(fields)  # a leaf's own and subtree fields share a value
+    predictions = 0
+    real_predict = trie_module._predict
+
+    def counting(stats: NodeStats, scale: int) -> object:
+        nonlocal predictions
+        predictions += 1
+        return real_predict(stats, scale)
+
+    monkeypatch.setattr(trie_module, "_predict", counting)
+    view = learner.view("a", fields)
+    assert predictions == len(distinct)
+    again = learner.view("a", fields)
+    assert again.envelope(datetime(2025, 1, 1)) == view.envelope(datetime(2025, 1, 1))
+    assert predictions == len(distinct)  # the same values again: nothing predicted
+    match = view.match(("plan",), 2)
+    assert match is not None and match.prediction.remaining_calls.mean == 1.0

@@ -779,13 +779,22 @@ class PredictionTrieLearner(Learner):
         """
         previous = self._field_cache.get(agent_id, {})
         current: dict[str, _CachedField] = {}
+        # Fields fed by the same calls share one value: one prediction for all of them.
+        predicted: dict[int, Prediction | None] = {}
         for key, value in fields.items():
             cached = previous.get(key)
             if cached is None or cached.value is not value:
                 if not isinstance(value, NodeStats):
                     raise TypeError(f"trie field {key!r} holds {type(value).__name__}")
-                path, bucket, own = decode_field_key(key)
-                cached = _CachedField(value, path, bucket, own, _predict(value, self._scale))
+                if id(value) in predicted:
+                    prediction = predicted[id(value)]
+                else:
+                    prediction = predicted[id(value)] = _predict(value, self._scale)
+                if cached is None:
+                    path, bucket, own = decode_field_key(key)
+                else:  # the same key: its decoded parts are those seen last time
+                    path, bucket, own = cached.path, cached.bucket, cached.own
+                cached = _CachedField(value, path, bucket, own, prediction)
             current[key] = cached
         self._field_cache[agent_id] = current
         return TrieView(agent_id, self._build_tree(current.values()))
