@@ -15,13 +15,14 @@ from otel_adaptive._store_writer import StoreWriter
 from otel_adaptive.cli._replay import _CountingStore
 from otel_adaptive.learners import build_learners
 from otel_adaptive.learners.base import Mergeable
-from otel_adaptive.records import RunRecord
+from otel_adaptive.learners.trie import PredictionTrieLearner
+from otel_adaptive.records import CallRecord, RunRecord
 from otel_adaptive.stats import RunningStats
 from otel_adaptive.store.base import AgentDelta, Store, StoreUnavailableError
 from otel_adaptive.store.memory import MemoryStore
 from otel_adaptive.store.redis import RedisStore
 from redis_helpers import ROOT_ANY_FIELD, Tally, learners, tally_delta
-from spans import LLM, agent_attrs, timed_span, usage
+from spans import LLM, MS, agent_attrs, timed_span, usage
 
 
 @pytest.fixture
@@ -291,3 +292,55 @@ def test_each_learned_field_is_merged_once_per_interval(
         assert root.remaining_calls.count == 18  # type: ignore[attr-defined]
     finally:
         provider.shutdown()
+
+
+def test_batches_written_together_reuse_the_merges_the_view_made(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two intervals' deltas wait and go to the store in one write: the shard folds them
+    # in batch by batch, as the process's view did, so no merge is computed twice.
+    store = RedisStore.from_url(
+        redis_url, key_prefix=key_prefix, learners=build_learners(("trie",))
+    )
+    learner = PredictionTrieLearner()
+    try:
+        first, second, third = (learner.learn([_two_call_run(i)])["folded"] for i in range(3))
+        assert store.merge("b1", [AgentDelta("folded", "trie", first)])
+        view = dict(first)  # what the exporter's view holds: the very values written
+        for delta in (second, third):
+            for key, value in delta.items():
+                view[key] = view[key].merge(value)
+        metric_merges = 0
+        real_merge = RunningStats.merge
+
+        def counting(self: RunningStats, other: RunningStats) -> RunningStats:
+            nonlocal metric_merges
+            metric_merges += 1
+            return real_merge(self, other)
+
+        monkeypatch.setattr(RunningStats, "merge", counting)
+        batches = [("b2", [AgentDelta("folded", "trie", second)]),
+                   ("b3", [AgentDelta("folded", "trie", third)])]  # fmt: skip
+        assert store.merge_batches(batches) == [True, True]
+        assert metric_merges == 0
+        monkeypatch.undo()
+        stored = store.load_fields("folded", "trie")
+        assert {key: value.to_bytes() for key, value in stored.items()} == {
+            key: value.to_bytes() for key, value in view.items()
+        }
+    finally:
+        store.close()
+
+
+def _two_call_run(number: int) -> RunRecord:
+    calls = tuple(
+        CallRecord(
+            kind="llm", name="chat", span_id=f"{number:08x}{k:08x}", parent_span_id=None,
+            path=("step",), start_ns=k * 10 * MS, end_ns=(k * 10 + 5) * MS, output_tokens=7 + k,
+        )
+        for k in range(2)
+    )  # fmt: skip
+    return RunRecord(
+        id=f"run-{number}", agent_id="folded", trace_id=f"{number:032x}",
+        start_ns=0, end_ns=30 * MS, calls=calls,
+    )  # fmt: skip

@@ -109,30 +109,24 @@ class LearnedState:
 
     # --- the periodic steps (exporter thread) ------------------------------------------------
 
-    def learn(self, *, force: bool) -> bool:
-        """Learn the waiting runs when the interval is over (or at once with ``force``).
-
-        True when it handed learned deltas to the writer.
-        """
+    def learn(self, *, force: bool) -> None:
+        """Learn the waiting runs when the interval is over (or at once with ``force``)."""
         if not self._waiting:
-            return False
+            return
         if (
             not force
             and len(self._waiting) < MAX_INTERVAL_RUNS
             and time.monotonic() < self._next_learn
         ):
-            return False
+            return
         runs, self._waiting = self._waiting, []
         admitted = self._admit_agents(runs)
         self._counters.runs_learned += len(admitted)
-        learned = False
         for batch_id, batch in self._batches(admitted):
             deltas = self._learn(batch)
             if deltas:
                 self._writer.add_deltas(batch_id, deltas)
                 self._unpublished.update(delta.agent_id for delta in deltas)
-                learned = True
-        return learned
 
     def _batches(self, runs: list[RunRecord]) -> list[tuple[str, list[RunRecord]]]:
         """The merge batches of ``runs``: one, or one per run under an id of that run.

@@ -239,12 +239,9 @@ class Exporter:
             self._writer.add_runs(runs)
             # Truncated runs (stored, marked) are never learned: nothing partial is.
             self._learned.add_runs([run for run in runs if not run.truncated])
-        learned = self._learned.learn(force=force)
+        self._learned.learn(force=force)
         now = time.monotonic()
-        # An interval's deltas go out as soon as they are learned: waiting for the write
-        # clock could let the next interval's join them, and a write of two intervals
-        # merges into the shard what the process's view merged one at a time.
-        if force or learned or now >= self._next_write:
+        if force or now >= self._next_write:
             self._next_write = now + self._write_interval
             self._writer.write(force=force)
         self._learned.publish(force=force)

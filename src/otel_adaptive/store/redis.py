@@ -215,13 +215,28 @@ class _AgentMerge:
     agent_id: str
     keys: list[str]  # meta, batch ids, writers, this writer's shard per learner
     batches: list[tuple[str, list[AgentDelta]]]  # (batch id, this agent's deltas), in order
-    deltas: list[dict[str, Mergeable]] = field(default_factory=list)  # per learner, combined
+    # Per learner: each field's deltas, one per batch, in batch order.
+    deltas: list[dict[str, list[Mergeable]]] = field(default_factory=list)
     # (merged bytes, merged value) per field, or None to leave the field alone.
     prepared: dict[_Slot, tuple[bytes, Mergeable] | None] = field(default_factory=dict)
     applied: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     done: bool = False
+
+
+def _fold(current: Mergeable | None, deltas: Sequence[Mergeable]) -> Mergeable:
+    """``current`` with each delta merged in, batch by batch.
+
+    The process's view of the agent merged them the same way as it learned them, so
+    while its value and this shard's are the same, each merge here is the one already
+    made there (learned values remember their last merge).
+    """
+    merged = current
+    for delta in deltas:
+        merged = delta if merged is None else merged.merge(delta)
+    assert merged is not None
+    return merged
 
 
 class _Scripts:
@@ -611,10 +626,11 @@ class RedisStore(Store):
     def merge_batches(self, batches: Sequence[tuple[str, Sequence[AgentDelta]]]) -> list[bool]:
         """Merge several batches with one script call per agent, all in one round trip.
 
-        Each agent's deltas of every batch are combined first and written with all
-        their batch ids at once; when the agent had applied some of those batches
-        already (a retry), the rest are combined again and written, so each batch
-        counts once. Per batch, as :meth:`merge` returns it.
+        Each agent's deltas of every batch are folded into its shard's values batch by
+        batch (the order the process's view merged them in, so those merges are
+        reused) and written with all their batch ids at once; when the agent had
+        applied some of those batches already (a retry), the rest are folded again and
+        written, so each batch counts once. Per batch, as :meth:`merge` returns it.
         """
         self._check_process()
         # A batch id given twice is applied once: the first occurrence counts.
@@ -709,7 +725,7 @@ class RedisStore(Store):
     def _plan_merges(
         self, batches: Sequence[tuple[str, Sequence[AgentDelta]]]
     ) -> list[_AgentMerge]:
-        """One plan per agent: the batches that carry fields for it, their deltas combined."""
+        """One plan per agent: the batches that carry fields for it, their deltas grouped."""
         positions = {name: i for i, name in enumerate(self._keys.learner_names)}
         plans: dict[str, _AgentMerge] = {}
         for batch_id, deltas in batches:
@@ -737,15 +753,14 @@ class RedisStore(Store):
         return list(plans.values())
 
     def _combine(self, plan: _AgentMerge) -> None:
-        """The plan's deltas: every batch it still holds, merged per learner and field."""
+        """The plan's deltas: every batch it still holds, per learner and field, in order."""
         positions = {name: i for i, name in enumerate(self._keys.learner_names)}
-        combined: list[dict[str, Mergeable]] = [{} for _ in self._keys.learner_names]
+        combined: list[dict[str, list[Mergeable]]] = [{} for _ in self._keys.learner_names]
         for _, deltas in plan.batches:
             for delta in deltas:
                 target = combined[positions[delta.learner]]
                 for field_key, value in delta.fields.items():
-                    earlier = target.get(field_key)
-                    target[field_key] = value if earlier is None else earlier.merge(value)
+                    target.setdefault(field_key, []).append(value)
         plan.deltas = combined
         plan.prepared.clear()
 
@@ -788,14 +803,17 @@ class RedisStore(Store):
         slot = (index, field_key)
         if slot in plan.prepared:
             return plan.prepared[slot]
-        delta = plan.deltas[index][field_key]
         current = own.fields.get(slot)
         prepared: tuple[bytes, Mergeable] | None
         if current is _UNUSABLE:
-            # replace: overwrite the bad value with the delta; ignore: leave it be.
-            prepared = (delta.to_bytes(), delta) if self._mode == "replace" else None
+            # replace: overwrite the bad value with the deltas; ignore: leave it be.
+            if self._mode == "replace":
+                merged = _fold(None, plan.deltas[index][field_key])
+                prepared = (merged.to_bytes(), merged)
+            else:
+                prepared = None
         else:
-            merged = delta if current is None else current.merge(delta)
+            merged = _fold(current, plan.deltas[index][field_key])
             prepared = (merged.to_bytes(), merged)
         plan.prepared[slot] = prepared
         return prepared
