@@ -21,12 +21,14 @@ from fastdigest import TDigest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from otel_adaptive import stats as stats_module
 from otel_adaptive.stats import (
     EXACT_SAMPLE_LIMIT,
     MAX_CENTROIDS,
     MAX_MAGNITUDE,
     RunningStats,
     _canonical,
+    _centroid_arrays,
 )
 
 # Beyond the exact range a percentile must lie between the numpy quantiles at
@@ -554,3 +556,48 @@ def test_a_merged_digest_is_compressed_as_a_dict_round_trip_would() -> None:
                     assert _canonical(raw).to_bytes() == expected.to_bytes()
             stats = stats.merge(other)
     assert over_budget > 200
+
+
+# --- decoding digests: centroids read from the binary form -------------------------
+
+
+def test_this_fastdigest_lays_its_centroids_out_where_decoding_reads_them() -> None:
+    assert stats_module._RAW_CENTROIDS  # else decoding falls back to the slower list
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(value, min_size=EXACT_SAMPLE_LIMIT + 1, max_size=400))
+def test_centroids_read_from_the_binary_form_are_the_digests_own(values: list[float]) -> None:
+    digest = RunningStats.of_floats(values)._sketch()
+    means, weights = _centroid_arrays(digest, digest.to_bytes())
+    assert list(zip(means, weights, strict=True)) == digest.centroids
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    values=st.lists(value, min_size=EXACT_SAMPLE_LIMIT + 1, max_size=300),
+    position=st.integers(0, 10_000),
+    flip=st.integers(1, 255),
+)
+def test_decoding_reads_what_the_digests_own_centroids_say(
+    monkeypatch: pytest.MonkeyPatch, values: list[float], position: int, flip: int
+) -> None:
+    # The same answers, and the same rejections, with the binary form read or not.
+    encoded = RunningStats.of_floats(values).to_bytes()
+    corrupt = bytearray(encoded)
+    corrupt[position % len(corrupt)] ^= flip
+
+    def outcome(data: bytes) -> object:
+        try:
+            return RunningStats.from_bytes(data).to_bytes()
+        except ValueError:
+            return ValueError
+
+    fast = (outcome(encoded), outcome(bytes(corrupt)))
+    with monkeypatch.context() as patch:
+        patch.setattr(stats_module, "_RAW_CENTROIDS", False)
+        slow = (outcome(encoded), outcome(bytes(corrupt)))
+    assert fast == slow
+    assert fast[0] == encoded

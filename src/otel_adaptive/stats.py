@@ -79,6 +79,23 @@ _LITTLE_ENDIAN = sys.byteorder == "little"
 _EMPTY_DIGEST = TDigest.from_values([], max_centroids=MAX_CENTROIDS)
 
 
+def _raw_centroids_readable() -> bool:
+    """Does this fastdigest's binary form hold the centroids where decoding reads them?"""
+    probe = TDigest.from_values([0.5, 1.5, 1.5, 4.0], max_centroids=MAX_CENTROIDS)
+    raw = probe.to_bytes()
+    pairs = array("d")
+    try:
+        pairs.frombytes(raw[_DIGEST_FIXED_BYTES:])
+    except ValueError:
+        return False
+    if not _LITTLE_ENDIAN:
+        pairs.byteswap()
+    return [tuple(pairs[i : i + 2]) for i in range(0, len(pairs), 2)] == probe.centroids
+
+
+_RAW_CENTROIDS = _raw_centroids_readable()
+
+
 class _DigestState(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_centroids: int
     n_values: int
@@ -603,27 +620,52 @@ def _decode_binary(body: bytes) -> RunningStats:
         digest = TDigest.from_bytes(payload)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"running stats: bad digest: {exc}") from exc
-    _check_native_digest(digest, count, low, high)
+    _check_native_digest(digest, count, low, high, payload)
     return RunningStats(count=count, mean=mean, m2=m2, minimum=low, maximum=high, digest=digest)
 
 
-def _check_native_digest(digest: TDigest, count: int, low: float, high: float) -> None:
+def _centroid_arrays(digest: TDigest, payload: bytes) -> tuple[list[float], list[float]]:
+    """The digest's centroid means and weights.
+
+    Read straight from its binary form (a fixed part, then a mean and a weight per
+    centroid, little-endian doubles) when this fastdigest lays it out so (checked once,
+    at import); else from the digest's own list of pairs.
+    """
+    if _RAW_CENTROIDS:
+        pairs = array("d")
+        pairs.frombytes(payload[_DIGEST_FIXED_BYTES:])
+        if not _LITTLE_ENDIAN:
+            pairs.byteswap()
+        if len(pairs) == 2 * digest.n_centroids:
+            # Lists, not arrays: min, max and sum then read floats without boxing each.
+            return pairs[0::2].tolist(), pairs[1::2].tolist()
+    centroids = digest.centroids
+    if not centroids:
+        return [], []
+    means, weights = zip(*centroids, strict=True)
+    return list(means), list(weights)
+
+
+def _check_native_digest(
+    digest: TDigest, count: int, low: float, high: float, payload: bytes
+) -> None:
     """The same checks as for a format-1 digest, on a natively decoded one."""
     if digest.max_centroids != MAX_CENTROIDS or digest.n_values != count:
         raise ValueError("running stats: digest size or budget mismatch")
     if digest.min() != low or digest.max() != high or digest.mass() != float(count):
         raise ValueError("running stats: digest disagrees with count or min/max")
-    centroids = digest.centroids
     # A merge may leave up to twice the budget before compression (format 1 did too).
-    if not 0 < len(centroids) <= _MAX_DECODED_CENTROIDS or not math.isfinite(digest.sum()):
+    size = digest.n_centroids
+    if not 0 < size <= _MAX_DECODED_CENTROIDS or not math.isfinite(digest.sum()):
         raise ValueError("running stats: invalid digest size or sum")
-    means, weights = zip(*centroids, strict=True)
+    means, weights = _centroid_arrays(digest, payload)
     slack = (abs(low) + abs(high)) * 1e-12 + 1e-300
     if (
-        not math.isfinite(sum(means))
+        len(means) != size
+        or not math.isfinite(sum(means))
         or min(means) < low - slack
         or max(means) > high + slack
-        or (list(means) != sorted(means) and not _nearly_sorted(list(means), slack))
+        or (means != sorted(means) and not _nearly_sorted(means, slack))
         or not min(weights) > 0.0
         or max(weights) > count
         or not math.isclose(sum(weights), float(count), rel_tol=1e-12)
