@@ -23,6 +23,9 @@ ratios:
 * plugin ÷ (BSP + OTLP) = CPU the plugin adds / CPU the batch processor and exporter add;
 * Redis server CPU per run (``INFO cpu`` used_cpu_user + used_cpu_sys delta / runs),
   and what it means for a fleet: runs/s one Redis shard sustains at one core;
+* where the added CPU goes: the thread making the spans (its CPU with the processor
+  minus without: the hot path, and what sharing the interpreter with busy worker
+  threads costs it) and the worker threads (the exporter: assembly, learning, store);
 * per-run cost with 10x the learned state / with 1x: the agent is pre-warmed with
   10x as many distinct call sites (``step-<i>`` scopes), then timed on the same
   runs as the 1x case. ``--wide`` also makes the trees wider: every LLM call runs
@@ -172,6 +175,7 @@ class Case:
 @dataclass
 class Sample:
     cpu_us: float  # process CPU per run
+    app_us: float = 0.0  # CPU of the thread making the spans, per run (the rest: workers)
     server_us: float = 0.0  # Redis server CPU per run
     complete: bool = True  # every run stored / every span received
     fields: int | None = None  # learned trie fields of the agent after the window
@@ -218,8 +222,10 @@ class Bench:
             server0 = self._server_cpu() if case.config == REDIS else 0.0
             gc.collect()
             started = time.process_time()
+            app_started = time.thread_time()
             for i in range(self.runs):
                 self.workload(tracer, case.llm_calls, i % SITES)
+            app = time.thread_time() - app_started
             _flush(processor)
             cpu = time.process_time() - started
             server = self._server_cpu() - server0 if case.config == REDIS else 0.0
@@ -238,7 +244,8 @@ class Bench:
             self.notes.append(
                 f"{case.name}: {arrived} of {expected} {what}, {dropped} events dropped"
             )
-        return Sample(cpu / self.runs * 1e6, server / self.runs * 1e6, complete, fields)
+        per_run = 1e6 / self.runs
+        return Sample(cpu * per_run, app * per_run, server * per_run, complete, fields)
 
     def _note_capped(self, case: Case, processor: SpanProcessor | None) -> None:
         """A state past the per-agent field cap is not the size the row claims: say so."""
@@ -356,7 +363,26 @@ def report(samples: dict[str, list[Sample]], todo: list[Case]) -> tuple[list[str
             + f" | {'yes' if complete else '**no**'} |"
         )
     lines += ["", *_state_table(samples, todo, summary)]
+    lines += ["", *_thread_table(samples, todo, summary)]
     return lines, summary
+
+
+def _thread_table(
+    samples: dict[str, list[Sample]], todo: list[Case], summary: dict[str, Any]
+) -> list[str]:
+    """Where the added CPU goes: the thread making the spans, and the worker threads."""
+    lines = [
+        "| LLM calls | configuration | app thread added µs/run | worker threads µs/run |",
+        "| ---: | --- | ---: | ---: |",
+    ]
+    for case in (c for c in todo if c.warm_sites == SITES and c.config != SDK):
+        base = samples[f"{case.llm_calls} calls, {SDK}"]
+        rows = samples[case.name]
+        app = _median([s.app_us - b.app_us for s, b in zip(rows, base, strict=True)])
+        workers = _median([s.cpu_us - s.app_us for s in rows])
+        summary[case.name].update(app_added_us=app, worker_us=workers)
+        lines.append(f"| {case.llm_calls} | {case.config} | {app:.0f} | {workers:.0f} |")
+    return lines
 
 
 def _state_table(
