@@ -387,6 +387,16 @@ def test_total_is_the_sum_when_both_parts_are_known() -> None:
     assert read_call_details({"llm.token_count.prompt": 100}).total_tokens is None
 
 
+def test_a_sum_beyond_the_count_bound_is_no_total() -> None:
+    # Each part is a valid count; their sum is not, like any count read past 10**9.
+    at_bound = {"gen_ai.usage.input_tokens": 10**9 - 5, "gen_ai.usage.output_tokens": 5}
+    assert read_call_details(at_bound).total_tokens == 10**9
+    over = {"gen_ai.usage.input_tokens": 10**9 - 5, "gen_ai.usage.output_tokens": 48}
+    details = read_call_details(over)
+    assert (details.prompt_tokens, details.output_tokens) == (10**9 - 5, 48)
+    assert details.total_tokens is None
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -867,7 +877,8 @@ def test_duplicate_token_sets_never_add_up(output: int, prompt: int, extra: int)
     }
     details = read_call_details(attributes)
     assert (details.output_tokens, details.prompt_tokens) == (output, prompt)
-    assert details.total_tokens == output + prompt
+    # The sum, within the bound every count keeps.
+    assert details.total_tokens == (output + prompt if output + prompt <= 10**9 else None)
 
 
 @given(

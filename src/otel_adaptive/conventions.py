@@ -388,7 +388,9 @@ def read_call_details(attributes: Mapping[str, object] | None) -> CallDetails:
     prompt_tokens = _first_count(values, shape.prompt_tokens)
     total_tokens = _first_count(values, shape.total_tokens)
     if total_tokens is None and output_tokens is not None and prompt_tokens is not None:
-        total_tokens = output_tokens + prompt_tokens
+        # Derived counts keep the bound every count read here keeps.
+        total = output_tokens + prompt_tokens
+        total_tokens = total if total <= _MAX_TOKENS else None
     model_name = _first_name(values, shape.model_name)
     # tuple.__new__ directly: a NamedTuple's own constructor is a Python function.
     return _new_details(
