@@ -8,7 +8,7 @@ import weakref
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_adaptive._span_capture import SpanCapture, capture_end, capture_start
+from otel_adaptive._span_capture import SpanCapture, SpanEnded, capture_end, capture_start
 from otel_adaptive.assembler import RunAssembler
 from otel_adaptive.config import AdaptiveConfig
 from spans import LLM, agent_attrs, make_processor
@@ -26,9 +26,11 @@ def test_queued_events_are_untracked_and_keep_no_sdk_span_alive() -> None:
         del root, chat
         gc.collect()
         # The exporter has not run yet (long schedule delay): all four events wait.
-        payloads = [payload for _, payload in processor._queue]
-        assert len(payloads) == 4
-        assert all(type(p) is SpanCapture and not gc.is_tracked(p) for p in payloads)
+        events = list(processor._queue)
+        assert [type(event) for event in events] == [SpanCapture] * 2 + [SpanEnded] * 2
+        # Neither the events nor what they hold are the collector's to track.
+        assert not any(gc.is_tracked(event) for event in events)
+        assert not any(gc.is_tracked(event.capture) for event in events[2:])
         assert [ref() for ref in spans] == [None, None]  # the queue let the spans go
         assert processor.force_flush(10_000)
         [run] = processor.store.list_runs("a")

@@ -62,6 +62,14 @@ class SpanCapture(msgspec.Struct, gc=False):
         return self.parent_id is None or self.parent_remote
 
 
+# Queue events are untracked too: a tuple per event would be the one object the
+# collector counts, and a queue of them made it run every few runs in a busy loop.
+class SpanEnded(msgspec.Struct, gc=False):
+    """A span's end as queued for the exporter (its start is queued as the capture itself)."""
+
+    capture: SpanCapture
+
+
 def capture_start(span: ReadableSpan) -> SpanCapture | None:
     """The start of ``span`` (``None`` when it has no context to place it by)."""
     context = span.context

@@ -23,13 +23,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeAlias
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 
 from otel_adaptive._counters import ExporterCounters
 from otel_adaptive._learned_state import LearnedState
 from otel_adaptive._logs import RateLimitedLog
+from otel_adaptive._span_capture import SpanCapture, SpanEnded
 from otel_adaptive._store_writer import StoreWriter
 from otel_adaptive.assembler import RunAssembler
 from otel_adaptive.cache import PlanCache
@@ -39,15 +40,22 @@ from otel_adaptive.store.base import Store, StoreUnavailableError
 
 _logger = logging.getLogger(__name__)
 
+# Event kinds, as the processor counts what it drops.
 SPAN_STARTED = 0
 SPAN_ENDED = 1
-FLUSH = 2
 
 #: Returns the trace ids that lost events since the last call, and whether some were
 #: lost without their id being kept (then every run in flight counts as damaged).
 TakeDamaged = Callable[[], tuple[list[int], bool]]
 
-__all__ = ["FLUSH", "SPAN_ENDED", "SPAN_STARTED", "Exporter", "ExporterCounters", "FlushRequest"]
+__all__ = [
+    "SPAN_ENDED",
+    "SPAN_STARTED",
+    "Exporter",
+    "ExporterCounters",
+    "FlushRequest",
+    "QueueItem",
+]
 
 
 class FlushRequest:
@@ -60,7 +68,8 @@ class FlushRequest:
         self.ok = False
 
 
-QueueItem = tuple[int, Any]
+#: What the queue holds: a span's start (its capture), its end, or a flush marker.
+QueueItem: TypeAlias = SpanCapture | SpanEnded | FlushRequest
 
 
 def _nothing_damaged() -> tuple[list[int], bool]:
@@ -203,19 +212,19 @@ class Exporter:
         took = 0
         for _ in range(available):
             try:
-                kind, payload = queue.popleft()
+                event = queue.popleft()
             except IndexError:
                 break
             took += 1
             try:
-                if kind == SPAN_ENDED:
+                if isinstance(event, SpanEnded):
                     self.counters.spans_ended += 1
-                    assembler.span_ended(payload)
-                elif kind == SPAN_STARTED:
+                    assembler.span_ended(event.capture)
+                elif isinstance(event, SpanCapture):
                     self.counters.spans_started += 1
-                    assembler.span_started(payload)
+                    assembler.span_started(event)
                 else:
-                    flushes.append(payload)
+                    flushes.append(event)
                     break  # answer the flush as soon as what preceded it is handled
             except Exception:
                 self.counters.exporter_errors += 1

@@ -22,10 +22,10 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from otel_adaptive._span_capture import SpanCapture, capture_end, capture_start
+from otel_adaptive._span_capture import SpanCapture, SpanEnded, capture_end, capture_start
 from otel_adaptive.cache import PlanCache
 from otel_adaptive.config import AdaptiveConfig
-from otel_adaptive.exporter import FLUSH, SPAN_ENDED, SPAN_STARTED, Exporter, FlushRequest
+from otel_adaptive.exporter import SPAN_ENDED, SPAN_STARTED, Exporter, FlushRequest, QueueItem
 from otel_adaptive.hints import AgentHints, HintService, _activate, _deactivate
 from otel_adaptive.learners import build_learners, learner_options
 from otel_adaptive.live import LiveSpans
@@ -108,7 +108,7 @@ class AdaptiveSpanProcessor(SpanProcessor):
         return cls(AdaptiveConfig.from_env(environ, **overrides))
 
     def _start_pipeline(self) -> None:
-        self._queue: deque[tuple[int, Any]] = deque()
+        self._queue: deque[QueueItem] = deque()
         self._live.clear()
         self._exporter = Exporter(
             self._config,
@@ -153,7 +153,7 @@ class AdaptiveSpanProcessor(SpanProcessor):
             if len(self._queue) >= self._max_queue or self._shutdown:
                 self._drop(SPAN_STARTED, span)
                 return
-            self._enqueue(SPAN_STARTED, capture)
+            self._enqueue(capture)
         except Exception:
             self._count_hot_error()
 
@@ -169,13 +169,13 @@ class AdaptiveSpanProcessor(SpanProcessor):
                 capture.live = None  # if its start is queued: let the span go now
                 self._drop(SPAN_ENDED, span)
                 return
-            self._enqueue(SPAN_ENDED, capture_end(span, capture))
+            self._enqueue(SpanEnded(capture_end(span, capture)))
         except Exception:
             self._count_hot_error()
 
-    def _enqueue(self, kind: int, capture: SpanCapture) -> None:
+    def _enqueue(self, event: SpanCapture | SpanEnded) -> None:
         queue = self._queue
-        queue.append((kind, capture))
+        queue.append(event)
         if len(queue) >= self._batch_size and not self._wake.is_set():
             self._wake.set()
 
@@ -239,7 +239,7 @@ class AdaptiveSpanProcessor(SpanProcessor):
         if self._shutdown:
             return self._exporter.pending_runs() == 0 and not self._queue
         request = FlushRequest()
-        self._queue.append((FLUSH, request))
+        self._queue.append(request)
         self._wake.set()
         if not request.done.wait(max(timeout_millis, 0) / 1000.0):
             return False
@@ -287,9 +287,9 @@ class AdaptiveSpanProcessor(SpanProcessor):
         values["events_dropped"] = sum(self._dropped)
         values["spans_after_shutdown"] = self._after_shutdown
         # Every span the SDK handed us is in exactly one place: seen, queued or dropped.
-        queued = [kind for kind, _ in list(self._queue)]
-        values["spans_started"] += queued.count(SPAN_STARTED) + self._dropped[SPAN_STARTED]
-        values["spans_ended"] += queued.count(SPAN_ENDED) + self._dropped[SPAN_ENDED]
+        queued = [type(event) for event in list(self._queue)]
+        values["spans_started"] += queued.count(SpanCapture) + self._dropped[SPAN_STARTED]
+        values["spans_ended"] += queued.count(SpanEnded) + self._dropped[SPAN_ENDED]
         values["live_spans_untracked"] = self._live.untracked
         values["hot_path_errors"] = self._hot_errors
         values["hint_errors"] = self.hints.errors
