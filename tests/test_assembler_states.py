@@ -9,6 +9,7 @@ straightforward reference builds from the finished trees.
 
 from __future__ import annotations
 
+import gc
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -465,7 +466,8 @@ def test_emitted_members_and_damaged_traces_stay_bounded(
         assembler.span_ended(_span(1, None, "agent", AGENT, 1, 4, trace_id=trace_id))
     assert len(assembler.take_completed()) == 10
     assert len(assembler._emitted_members) == 4  # the oldest forgotten first
-    assert (10, 1) in assembler._emitted_members
+    assert assembler_module._member_key(10, 1) in assembler._emitted_members
+    assert not any(gc.is_tracked(key) for key in assembler._emitted_members)
     assembler.mark_damaged(list(range(100, 110)))
     # Overflowing forgets the ids and marks every run in flight damaged instead.
     assert not assembler._damaged
@@ -515,3 +517,17 @@ def test_a_waiting_run_survives_the_end_of_the_local_root_above_it() -> None:
     assert not run.truncated
     assert assembler.counters.late_spans == 0
     assert assembler.open_traces == 0
+
+
+@given(
+    pairs=st.lists(
+        st.tuples(st.integers(0, 2**128 - 1), st.integers(0, 2**66)), min_size=2, max_size=40
+    )
+)
+def test_member_keys_tell_every_trace_and_span_apart(pairs: list[tuple[int, int]]) -> None:
+    # Valid span ids (64 bits) give an int key; anything wider keeps both ids.
+    keys = {assembler_module._member_key(trace_id, span_id) for trace_id, span_id in pairs}
+    assert len(keys) == len(set(pairs))
+    for trace_id, span_id in pairs:
+        key = assembler_module._member_key(trace_id, span_id)
+        assert isinstance(key, int) == (span_id < 2**64)

@@ -68,6 +68,17 @@ _NAME_MEMO_MAX_LENGTH: Final = 512
 _HOLDS_A_RUN: Final = frozenset({OPEN, ENDED, WAITING})
 
 
+_SPAN_ID_LIMIT: Final = 1 << 64
+
+
+def _member_key(trace_id: int, span_id: int) -> int | tuple[int, int]:
+    """One key per (trace, span): an int while the span id fits its 64 bits (as every
+    valid one does), so remembering thousands of spans creates no tracked objects."""
+    if 0 <= span_id < _SPAN_ID_LIMIT:
+        return (trace_id << 64) | span_id
+    return (trace_id, span_id)
+
+
 @dataclass(slots=True)
 class AssemblerCounters:
     """What the assembler did with the spans it saw (all monotonic)."""
@@ -103,7 +114,8 @@ class RunAssembler:
         self._evicted_span_ids: list[int] = []
         # Span ids of ended members of emitted runs: a span that starts under one of
         # them (an instrumentation left a finished span current) starts afresh.
-        self._emitted_members: OrderedDict[tuple[int, int], None] = OrderedDict()
+        # Keyed by one int per span (see _member_key): nothing the collector tracks.
+        self._emitted_members: OrderedDict[int | tuple[int, int], None] = OrderedDict()
         # WAITING run roots (streams read after their parent ended): (trace id, span
         # id) -> root until their run closes or the grace time is up. Keyed by both
         # ids: span ids repeat across traces in replayed or odd input.
@@ -272,7 +284,7 @@ class RunAssembler:
         parent_id = node.parent_id
         if parent_id is None:
             return True
-        if (trace_id, parent_id) in self._emitted_members:
+        if _member_key(trace_id, parent_id) in self._emitted_members:
             node.parent_finished = True  # it starts afresh: a local root
             node.local_root = True
         elif parent_id != node.span_id:
@@ -578,7 +590,7 @@ class RunAssembler:
         emitted = self._emitted_members
         for node in members:
             if node.state >= ENDED:
-                emitted[(trace_id, node.span_id)] = None
+                emitted[_member_key(trace_id, node.span_id)] = None
         while len(emitted) > _REMEMBERED_MEMBERS:
             emitted.popitem(last=False)
 
