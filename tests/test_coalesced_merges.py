@@ -294,22 +294,24 @@ def test_each_learned_field_is_merged_once_per_interval(
         provider.shutdown()
 
 
-def test_batches_written_together_reuse_the_merges_the_view_made(
+def test_the_shard_reuses_the_views_merges_and_folds_waiting_batches_in_order(
     redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Two intervals' deltas wait and go to the store in one write: the shard folds them
-    # in batch by batch, as the process's view did, so no merge is computed twice.
+    # One interval's deltas: the shard's merge is the one the process's view made.
+    # Two intervals written together fold in batch by batch, into the view's values.
     store = RedisStore.from_url(
         redis_url, key_prefix=key_prefix, learners=build_learners(("trie",))
     )
     learner = PredictionTrieLearner()
     try:
-        first, second, third = (learner.learn([_two_call_run(i)])["folded"] for i in range(3))
-        assert store.merge("b1", [AgentDelta("folded", "trie", first)])
-        view = dict(first)  # what the exporter's view holds: the very values written
-        for delta in (second, third):
+        deltas = [learner.learn([_two_call_run(i)])["folded"] for i in range(4)]
+        assert store.merge("b0", [AgentDelta("folded", "trie", deltas[0])])
+        view = dict(deltas[0])  # what the exporter's view holds: the very values written
+
+        def learned(delta: Mapping[str, Mergeable]) -> None:
             for key, value in delta.items():
                 view[key] = view[key].merge(value)
+
         metric_merges = 0
         real_merge = RunningStats.merge
 
@@ -318,12 +320,16 @@ def test_batches_written_together_reuse_the_merges_the_view_made(
             metric_merges += 1
             return real_merge(self, other)
 
+        learned(deltas[1])
         monkeypatch.setattr(RunningStats, "merge", counting)
-        batches = [("b2", [AgentDelta("folded", "trie", second)]),
-                   ("b3", [AgentDelta("folded", "trie", third)])]  # fmt: skip
-        assert store.merge_batches(batches) == [True, True]
+        assert store.merge("b1", [AgentDelta("folded", "trie", deltas[1])])
         assert metric_merges == 0
         monkeypatch.undo()
+
+        learned(deltas[2])
+        learned(deltas[3])
+        batches = [(f"b{i}", [AgentDelta("folded", "trie", deltas[i])]) for i in (2, 3)]
+        assert store.merge_batches(batches) == [True, True]
         stored = store.load_fields("folded", "trie")
         assert {key: value.to_bytes() for key, value in stored.items()} == {
             key: value.to_bytes() for key, value in view.items()

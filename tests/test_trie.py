@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import re
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from itertools import count, pairwise
@@ -907,3 +909,22 @@ def test_a_view_predicts_each_distinct_value_once(monkeypatch: pytest.MonkeyPatc
     assert predictions == len(distinct)  # the same values again: nothing predicted
     match = view.match(("plan",), 2)
     assert match is not None and match.prediction.remaining_calls.mean == 1.0
+
+
+def test_a_remembered_merge_keeps_no_later_value_alive() -> None:
+    # The writer holds a delta through an outage while the view moves on, merge after
+    # merge: what the delta remembers must not keep the whole chain of later values.
+    def node(values: list[float]) -> NodeStats:
+        stats = RunningStats.of_floats(values)
+        return NodeStats(stats, stats, stats, stats)
+
+    held = node([1.0] * 150)  # an unwritten delta, also the view's first value
+    current = held
+    later = []
+    for i in range(5):
+        current = current.merge(node([float(i)] * 120))
+        later.append(weakref.ref(current))
+    assert held.merge(current) is not None  # still usable
+    del current
+    gc.collect()
+    assert [ref() for ref in later] == [None] * 5

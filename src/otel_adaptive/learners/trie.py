@@ -33,6 +33,7 @@ import itertools
 import math
 import re
 import struct
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -143,7 +144,7 @@ def decode_field_key(key: str) -> tuple[tuple[str, ...], Bucket, bool]:
 # --- learned values -------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # not slots: the remembered merge refers to values weakly
 class NodeStats:
     """What one trie node learned for one bucket: four mergeable metrics."""
 
@@ -151,11 +152,13 @@ class NodeStats:
     interarrival_ms: RunningStats
     output_tokens: RunningStats
     sensitivity: RunningStats
-    # The last merge made from this value: (other, result). A process sharing a store
-    # keeps two copies of what it learned, its view of the agent and its own shard;
-    # while they hold the same value, each interval merges the same delta into both,
-    # and the second merge is this lookup. Values never change, so the result stays right.
-    _last_merge: tuple[NodeStats, NodeStats] | None = field(
+    # The last merge made from this value: (other, result), both weakly. A process
+    # sharing a store keeps two copies of what it learned, its view of the agent and its
+    # own shard; while they hold the same value, each interval merges the same delta
+    # into both, and the second merge is this lookup. Values never change, so the result
+    # stays right; weakly, so a value kept long (an unwritten delta through an outage)
+    # never keeps the values merged from it after them.
+    _last_merge: tuple[weakref.ref[NodeStats], weakref.ref[NodeStats]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
@@ -166,15 +169,17 @@ class NodeStats:
 
     def merge(self, other: NodeStats) -> NodeStats:
         last = self._last_merge
-        if last is not None and last[0] is other:
-            return last[1]
+        if last is not None and last[0]() is other:
+            remembered = last[1]()
+            if remembered is not None:
+                return remembered
         merged = NodeStats(
             self.remaining_calls.merge(other.remaining_calls),
             self.interarrival_ms.merge(other.interarrival_ms),
             self.output_tokens.merge(other.output_tokens),
             self.sensitivity.merge(other.sensitivity),
         )
-        object.__setattr__(self, "_last_merge", (other, merged))
+        object.__setattr__(self, "_last_merge", (weakref.ref(other), weakref.ref(merged)))
         return merged
 
     def to_bytes(self) -> bytes:

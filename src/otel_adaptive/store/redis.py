@@ -229,8 +229,9 @@ def _fold(current: Mergeable | None, deltas: Sequence[Mergeable]) -> Mergeable:
     """``current`` with each delta merged in, batch by batch.
 
     The process's view of the agent merged them the same way as it learned them, so
-    while its value and this shard's are the same, each merge here is the one already
-    made there (learned values remember their last merge).
+    while its value and this shard's are the same, a merge here whose result the view
+    still holds is the one already made there (learned values remember their last
+    merge, weakly).
     """
     merged = current
     for delta in deltas:
