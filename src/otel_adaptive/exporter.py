@@ -40,22 +40,11 @@ from otel_adaptive.store.base import Store, StoreUnavailableError
 
 _logger = logging.getLogger(__name__)
 
-# Event kinds, as the processor counts what it drops.
-SPAN_STARTED = 0
-SPAN_ENDED = 1
-
 #: Returns the trace ids that lost events since the last call, and whether some were
 #: lost without their id being kept (then every run in flight counts as damaged).
 TakeDamaged = Callable[[], tuple[list[int], bool]]
 
-__all__ = [
-    "SPAN_ENDED",
-    "SPAN_STARTED",
-    "Exporter",
-    "ExporterCounters",
-    "FlushRequest",
-    "QueueItem",
-]
+__all__ = ["Exporter", "ExporterCounters", "FlushRequest", "QueueItem"]
 
 
 class FlushRequest:

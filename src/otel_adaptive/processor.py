@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from otel_adaptive._span_capture import SpanCapture, SpanEnded, capture_end, capture_start
 from otel_adaptive.cache import PlanCache
 from otel_adaptive.config import AdaptiveConfig
-from otel_adaptive.exporter import SPAN_ENDED, SPAN_STARTED, Exporter, FlushRequest, QueueItem
+from otel_adaptive.exporter import Exporter, FlushRequest, QueueItem
 from otel_adaptive.hints import AgentHints, HintService, _activate, _deactivate
 from otel_adaptive.learners import build_learners, learner_options
 from otel_adaptive.live import LiveSpans
@@ -39,6 +39,8 @@ _LIVE_SPANS_PER_TRACE = 16
 #: Trace ids remembered between two exporter batches as having lost an event; beyond
 #: it the exporter treats every run in flight as damaged (whole runs or nothing).
 _MAX_DAMAGED_TRACES = 4096
+#: Indexes of the drop counters: span starts and span ends.
+_STARTS, _ENDS = 0, 1
 
 
 class AdaptiveSpanProcessor(SpanProcessor):
@@ -76,7 +78,7 @@ class AdaptiveSpanProcessor(SpanProcessor):
         self._max_queue = config.max_queue_size
         self._batch_size = config.max_export_batch_size
         self._drop_lock = threading.Lock()
-        self._dropped = [0, 0]  # starts, ends
+        self._dropped = [0, 0]  # indexed by _STARTS, _ENDS
         self._after_shutdown = 0
         # Traces that lost an event to a full queue since the exporter last looked.
         self._damaged: dict[int, None] = {}
@@ -151,7 +153,7 @@ class AdaptiveSpanProcessor(SpanProcessor):
                 raise ValueError("a span without a context")
             self._live.started(capture)
             if len(self._queue) >= self._max_queue or self._shutdown:
-                self._drop(SPAN_STARTED, span)
+                self._drop(_STARTS, span)
                 return
             self._enqueue(capture)
         except Exception:
@@ -167,7 +169,7 @@ class AdaptiveSpanProcessor(SpanProcessor):
                 raise ValueError("a span without a context")
             if len(self._queue) >= self._max_queue or self._shutdown:
                 capture.live = None  # if its start is queued: let the span go now
-                self._drop(SPAN_ENDED, span)
+                self._drop(_ENDS, span)
                 return
             self._enqueue(SpanEnded(capture_end(span, capture)))
         except Exception:
@@ -288,8 +290,8 @@ class AdaptiveSpanProcessor(SpanProcessor):
         values["spans_after_shutdown"] = self._after_shutdown
         # Every span the SDK handed us is in exactly one place: seen, queued or dropped.
         queued = [type(event) for event in list(self._queue)]
-        values["spans_started"] += queued.count(SpanCapture) + self._dropped[SPAN_STARTED]
-        values["spans_ended"] += queued.count(SpanEnded) + self._dropped[SPAN_ENDED]
+        values["spans_started"] += queued.count(SpanCapture) + self._dropped[_STARTS]
+        values["spans_ended"] += queued.count(SpanEnded) + self._dropped[_ENDS]
         values["live_spans_untracked"] = self._live.untracked
         values["hot_path_errors"] = self._hot_errors
         values["hint_errors"] = self.hints.errors
