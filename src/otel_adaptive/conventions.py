@@ -388,9 +388,8 @@ def read_call_details(attributes: Mapping[str, object] | None) -> CallDetails:
     prompt_tokens = _first_count(values, shape.prompt_tokens)
     total_tokens = _first_count(values, shape.total_tokens)
     if total_tokens is None and output_tokens is not None and prompt_tokens is not None:
-        # Derived counts keep the bound every count read here keeps.
-        total = output_tokens + prompt_tokens
-        total_tokens = total if total <= _MAX_TOKENS else None
+        # A derived count is a count like any other: the same rule, the same bound.
+        total_tokens = _as_count(output_tokens + prompt_tokens)
     model_name = _first_name(values, shape.model_name)
     # tuple.__new__ directly: a NamedTuple's own constructor is a Python function.
     return _new_details(

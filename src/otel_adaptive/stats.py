@@ -249,26 +249,15 @@ class RunningStats:
         the parts' values: when they differ in number (values a part ignored, NaN or
         out of range), ``values`` are summarised from scratch.
         """
-        count, mean, m2 = 0, 0.0, 0.0
-        low: float | None = None
-        high: float | None = None
-        for part in parts:
-            if part._count == 0:
-                continue
-            if count == 0:
-                count, mean, m2 = part._count, part._mean, part._m2
-                low, high = part._min, part._max
-                continue
-            count, mean, m2 = _combined_moments(count, mean, m2, part)
-            assert low is not None and high is not None
-            assert part._min is not None and part._max is not None
-            low = part._min if part._min < low else low
-            high = part._max if part._max > high else high
-        if count != len(values):
+        filled = [part for part in parts if part._count]
+        if sum(part._count for part in filled) != len(values) or not filled:
             return cls.of_floats(values)
-        if count == 0:
-            return _EMPTY
-        assert low is not None and high is not None
+        first = filled[0]
+        count, mean, m2 = first._count, first._mean, first._m2
+        for part in filled[1:]:
+            count, mean, m2 = _combined_moments(count, mean, m2, part)
+        low = min(part._min for part in filled if part._min is not None)
+        high = max(part._max for part in filled if part._max is not None)
         if count <= EXACT_SAMPLE_LIMIT:
             return RunningStats(
                 count=count, mean=mean, m2=m2, minimum=low, maximum=high,
