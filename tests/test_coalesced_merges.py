@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from counting import count_calls
 from otel_adaptive import AdaptiveConfig, AdaptiveSpanProcessor
 from otel_adaptive._counters import ExporterCounters
 from otel_adaptive._logs import RateLimitedLog
@@ -266,19 +267,11 @@ def test_each_learned_field_is_merged_once_per_interval(
                                     end_attributes=usage(7 + k)):  # fmt: skip
                         pass
 
-    metric_merges = 0
-    real_merge = RunningStats.merge
-
-    def counting(self: RunningStats, other: RunningStats) -> RunningStats:
-        nonlocal metric_merges
-        metric_merges += 1
-        return real_merge(self, other)
-
     try:
         runs(0)
         assert processor.force_flush(30_000)
         fields = processor.store.load_fields("once", "trie")
-        monkeypatch.setattr(RunningStats, "merge", counting)
+        metric_merges = count_calls(monkeypatch, RunningStats, "merge")
         runs(10)
         assert processor.force_flush(30_000)
         monkeypatch.undo()
@@ -287,7 +280,7 @@ def test_each_learned_field_is_merged_once_per_interval(
         # fields): each distinct value's four metrics are merged once.
         distinct = len({id(value) for value in fields.values()})
         assert distinct < len(fields)
-        assert metric_merges == 4 * distinct
+        assert metric_merges.count == 4 * distinct
         root = processor.store.load_fields("once", "trie")[ROOT_ANY_FIELD]
         assert root.remaining_calls.count == 18  # type: ignore[attr-defined]
     finally:
@@ -312,18 +305,10 @@ def test_the_shard_reuses_the_views_merges_and_folds_waiting_batches_in_order(
             for key, value in delta.items():
                 view[key] = view[key].merge(value)
 
-        metric_merges = 0
-        real_merge = RunningStats.merge
-
-        def counting(self: RunningStats, other: RunningStats) -> RunningStats:
-            nonlocal metric_merges
-            metric_merges += 1
-            return real_merge(self, other)
-
         learned(deltas[1])
-        monkeypatch.setattr(RunningStats, "merge", counting)
+        metric_merges = count_calls(monkeypatch, RunningStats, "merge")
         assert store.merge("b1", [AgentDelta("folded", "trie", deltas[1])])
-        assert metric_merges == 0
+        assert metric_merges.count == 0
         monkeypatch.undo()
 
         learned(deltas[2])

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import otel_adaptive.learners.trie as trie_module
+from counting import count_calls
 from otel_adaptive.learners.base import Mergeable
 from otel_adaptive.learners.trie import (
     ANY_INDEX,
@@ -849,33 +850,28 @@ def test_validate_envelope_survives_very_deep_documents() -> None:
         validate_envelope(envelope)
 
 
+def uniform_node(values: list[float]) -> NodeStats:
+    """A trie value whose four metrics summarise the same values."""
+    stats = RunningStats.of_floats(values)
+    return NodeStats(stats, stats, stats, stats)
+
+
 def test_merging_the_same_value_twice_computes_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # A process sharing a store merges each interval's delta into its view and into
     # its shard; while both hold the same value the second merge is not recomputed.
-    def node(values: list[float]) -> NodeStats:
-        stats = RunningStats.of_floats(values)
-        return NodeStats(stats, stats, stats, stats)
-
-    state, delta, other = node([1.0, 2.0] * 80), node([3.0] * 50), node([4.0])
+    state, delta = uniform_node([1.0, 2.0] * 80), uniform_node([3.0] * 50)
+    other = uniform_node([4.0])
+    expected = state.remaining_calls.merge(other.remaining_calls)
     first = state.merge(delta)
-    metric_merges = 0
-    real_merge = RunningStats.merge
-
-    def counting(self: RunningStats, value: RunningStats) -> RunningStats:
-        nonlocal metric_merges
-        metric_merges += 1
-        return real_merge(self, value)
-
-    monkeypatch.setattr(RunningStats, "merge", counting)
+    metric_merges = count_calls(monkeypatch, RunningStats, "merge")
     assert state.merge(delta) is first
-    assert metric_merges == 0
+    assert metric_merges.count == 0
     third = state.merge(other)  # another value: computed, and remembered instead
-    assert metric_merges == 4
-    expected = real_merge(state.remaining_calls, other.remaining_calls)
+    assert metric_merges.count == 4
     assert third == NodeStats(expected, expected, expected, expected)
     again = state.merge(delta)
-    assert metric_merges == 8 and again == first and again is not first
-    assert state == node([1.0, 2.0] * 80)  # the remembered merge is not part of the value
+    assert metric_merges.count == 8 and again == first and again is not first
+    assert state == uniform_node([1.0, 2.0] * 80)  # the remembered merge is not the value's
 
 
 def test_a_view_predicts_each_distinct_value_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -893,20 +889,12 @@ def test_a_view_predicts_each_distinct_value_once(monkeypatch: pytest.MonkeyPatc
     fields = learner.learn([record])["a"]
     distinct = {id(value) for value in fields.values()}
     assert len(distinct) < len(fields)  # a leaf's own and subtree fields share a value
-    predictions = 0
-    real_predict = trie_module._predict
-
-    def counting(stats: NodeStats, scale: int) -> object:
-        nonlocal predictions
-        predictions += 1
-        return real_predict(stats, scale)
-
-    monkeypatch.setattr(trie_module, "_predict", counting)
+    predictions = count_calls(monkeypatch, trie_module, "_predict")
     view = learner.view("a", fields)
-    assert predictions == len(distinct)
+    assert predictions.count == len(distinct)
     again = learner.view("a", fields)
     assert again.envelope(datetime(2025, 1, 1)) == view.envelope(datetime(2025, 1, 1))
-    assert predictions == len(distinct)  # the same values again: nothing predicted
+    assert predictions.count == len(distinct)  # the same values again: nothing predicted
     match = view.match(("plan",), 2)
     assert match is not None and match.prediction.remaining_calls.mean == 1.0
 
@@ -914,15 +902,11 @@ def test_a_view_predicts_each_distinct_value_once(monkeypatch: pytest.MonkeyPatc
 def test_a_remembered_merge_keeps_no_later_value_alive() -> None:
     # The writer holds a delta through an outage while the view moves on, merge after
     # merge: what the delta remembers must not keep the whole chain of later values.
-    def node(values: list[float]) -> NodeStats:
-        stats = RunningStats.of_floats(values)
-        return NodeStats(stats, stats, stats, stats)
-
-    held = node([1.0] * 150)  # an unwritten delta, also the view's first value
+    held = uniform_node([1.0] * 150)  # an unwritten delta, also the view's first value
     current = held
     later = []
     for i in range(5):
-        current = current.merge(node([float(i)] * 120))
+        current = current.merge(uniform_node([float(i)] * 120))
         later.append(weakref.ref(current))
     assert held.merge(current) is not None  # still usable
     del current
