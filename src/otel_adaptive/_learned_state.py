@@ -293,9 +293,7 @@ class LearnedState:
             raise  # the whole store is away: the refresh stops here, retried next time
         except Exception:
             self._counters.refresh_errors += 1
-            self._log.report(
-                "refresh_agent", f"otel-adaptive could not refresh agent {agent_id!r}"
-            )
+            self._log.report("refresh_agent", f"otel-adaptive could not refresh agent {agent_id!r}")
             return False
         if agent_id not in self._agents:
             self._agents[agent_id] = 0.0  # known from the store only: idle at once

@@ -128,9 +128,7 @@ class SpanReader:
         self.attributes_skipped = 0
         """Attribute values with no span-attribute equivalent (maps, bytes, mixed arrays)."""
 
-    def read_file(
-        self, path: str | Path, on_record: Callable[[int], None] | None = None
-    ) -> None:
+    def read_file(self, path: str | Path, on_record: Callable[[int], None] | None = None) -> None:
         """Read one file (gzip-compressed or not); an unreadable file is one rejection.
 
         ``on_record`` is called after each record with the bytes of the file read so far.

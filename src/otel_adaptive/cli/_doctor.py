@@ -245,12 +245,6 @@ def _schema_check(store: RedisStore, client: redis.Redis | RedisCluster) -> _Che
     )
 
 
-
-
-
-
-
-
 # --- what would happen ----------------------------------------------------------------------
 
 

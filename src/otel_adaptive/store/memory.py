@@ -50,9 +50,7 @@ class MemoryStore(Store):
         self.agents_forgotten = 0
 
     def __repr__(self) -> str:
-        return (
-            f"MemoryStore(max_runs_per_agent={self._max_runs}, max_agents={self._max_agents})"
-        )
+        return f"MemoryStore(max_runs_per_agent={self._max_runs}, max_agents={self._max_agents})"
 
     def save_runs(self, runs: Sequence[RunRecord]) -> int:
         now_ns = time.time_ns()
