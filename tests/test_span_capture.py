@@ -6,12 +6,13 @@ import gc
 import weakref
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 
+import otel_adaptive
 from otel_adaptive._span_capture import SpanCapture, SpanEnded, capture_end, capture_start
 from otel_adaptive.assembler import RunAssembler
 from otel_adaptive.config import AdaptiveConfig
-from spans import LLM, agent_attrs, make_processor
+from spans import LLM, agent_attrs, make_processor, timed_span, usage
 
 
 def test_queued_events_are_untracked_and_keep_no_sdk_span_alive() -> None:
@@ -70,3 +71,39 @@ def test_an_ancestor_that_ended_in_the_application_is_read_from_its_captured_end
     assert assembler.take_completed() == []
     assembler.span_ended(outer_start)
     assert [run.agent_id for run in assembler.take_completed()] == ["outer"]
+
+
+def test_an_open_trace_counts_its_ended_calls_from_captures_and_lets_the_spans_go() -> None:
+    """Hint lookups count the calls that ended in an open trace: from the captures, so
+    the SDK's snapshot of an ended span goes at once, not when its trace ends."""
+    provider, processor, tracer = make_processor()
+    snapshots: list[weakref.ref[ReadableSpan]] = []
+
+    class Watcher(SpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:  # the snapshot the plugin gets too
+            snapshots.append(weakref.ref(span))
+
+    provider.add_span_processor(Watcher())
+    try:
+        for _ in range(3):  # learn: the second call of a run makes 90 output tokens
+            with timed_span(tracer, "solver", 0, 100, agent_attrs("solver")):
+                for k in (1, 2):
+                    with timed_span(tracer, "chat m", k * 10, k * 10 + 5, LLM,
+                                    end_attributes=usage(45 * k)):  # fmt: skip
+                        pass
+        assert processor.force_flush(10_000)
+        snapshots.clear()
+        with timed_span(tracer, "solver", 0, 100, agent_attrs("solver")):
+            with timed_span(tracer, "chat m", 10, 15, LLM, end_attributes=usage(45)):
+                pass
+            gc.collect()
+            [snapshot] = snapshots
+            assert snapshot() is None  # its trace is still open
+            [state] = processor._live.traces.values()
+            [capture] = state.ended
+            assert type(capture) is SpanCapture and capture.ended and capture.live is None
+            assert capture.name == "chat m" and capture.attributes is not None
+            hints = otel_adaptive.current_hints()
+            assert hints is not None and hints.osl == 90  # the next call is the second
+    finally:
+        provider.shutdown()

@@ -19,11 +19,19 @@ so a reader that sees ``ended`` sees them all.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
+
+
+class ParentRef(NamedTuple):
+    """A capture's parent as hint lookups read a span's ``parent`` context."""
+
+    span_id: int
+    is_remote: bool
+
 
 #: The SDK's ``attributes`` property: a read-only view of the span's ``_attributes``.
 #: Classes that keep it (the SDK's snapshots and live spans) are read through the
@@ -60,6 +68,28 @@ class SpanCapture(msgspec.Struct, gc=False):
     def no_local_parent(self) -> bool:
         """No parent in this process: the top of the span's trace here."""
         return self.parent_id is None or self.parent_remote
+
+    # Hint lookups walk a trace's open spans (the SDK's) and its ended ones (these
+    # captures) alike: the few span accessors they use, read from the capture.
+
+    @property
+    def name(self) -> Any:
+        return self.end_name if self.ended else self.start_name
+
+    @property
+    def is_valid(self) -> bool:
+        return bool(self.trace_id and self.span_id)
+
+    def get_span_context(self) -> SpanCapture:
+        return self  # it has the span id and ``is_valid`` a span context has
+
+    @property
+    def context(self) -> SpanCapture:
+        return self
+
+    @property
+    def parent(self) -> ParentRef | None:
+        return None if self.parent_id is None else ParentRef(self.parent_id, self.parent_remote)
 
 
 # Queue events are untracked too: a tuple per event would be the one object the
@@ -142,4 +172,11 @@ def plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
         return attributes
 
 
-__all__ = ["SpanCapture", "capture_end", "capture_start", "ended_attributes", "plain_attributes"]
+__all__ = [
+    "ParentRef",
+    "SpanCapture",
+    "capture_end",
+    "capture_start",
+    "ended_attributes",
+    "plain_attributes",
+]

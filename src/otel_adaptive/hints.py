@@ -17,6 +17,7 @@ from typing import Any
 from opentelemetry import trace
 
 from otel_adaptive import conventions, identity, profiles
+from otel_adaptive._span_capture import SpanCapture
 from otel_adaptive.cache import PlanCache
 from otel_adaptive.config import AdaptiveConfig
 from otel_adaptive.live import LiveSpans, Tally, TraceState
@@ -341,13 +342,15 @@ class HintService:
         per_path: dict[tuple[int, tuple[str, ...]], int] = tally.per_path
         heuristics = self._config.name_heuristics
         index = _EndedIndex(state)
-        for span in ended[tally.cursor : end]:
-            if not conventions.is_llm_span(span.attributes, span.name, name_heuristics=heuristics):
+        for capture in ended[tally.cursor : end]:
+            attributes = capture.attributes or {}
+            name = capture.end_name
+            if not conventions.is_llm_span(attributes, name, name_heuristics=heuristics):
                 continue
-            parent = span.parent
-            if parent is None or parent.is_remote:
+            if capture.no_local_parent:
                 continue
-            site = self._parent_site(parent.span_id, state, index)
+            assert capture.parent_id is not None
+            site = self._parent_site(capture.parent_id, state, index)
             if site is None or site.scope.kind == "llm":
                 continue  # an LLM span inside an LLM span: one call, counted once
             place = self._site_place(site)
@@ -546,17 +549,17 @@ def _header_safe(text: str) -> str:
 
 
 class _EndedIndex:
-    """The trace's ended spans by id, built on first use (lookups only)."""
+    """The trace's ended spans (their captures) by id, built on first use (lookups only)."""
 
     __slots__ = ("_by_id", "_state")
 
     def __init__(self, state: TraceState) -> None:
         self._state = state
-        self._by_id: dict[int, Any] | None = None
+        self._by_id: dict[int, SpanCapture] | None = None
 
-    def get(self, span_id: int) -> Any:
+    def get(self, span_id: int) -> SpanCapture | None:
         if self._by_id is None:
-            self._by_id = {s.context.span_id: s for s in list(self._state.ended) if s.context}
+            self._by_id = {capture.span_id: capture for capture in list(self._state.ended)}
         return self._by_id.get(span_id)
 
 

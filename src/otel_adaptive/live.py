@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from otel_adaptive._span_capture import SpanCapture, capture_start
+from otel_adaptive._span_capture import SpanCapture, capture_end, capture_start
 
 #: Ended spans remembered per open trace; later ones are counted, not kept.
 MAX_ENDED_PER_TRACE: Final = 4096
@@ -52,8 +52,10 @@ class TraceState:
     __slots__ = ("ended", "sites", "tally")
 
     def __init__(self) -> None:
-        #: Spans that ended in the trace, in end order (appended on the hot path).
-        self.ended: list[ReadableSpan] = []
+        #: Captures of the spans that ended in the trace, in end order (appended on the
+        #: hot path, complete when appended). Captures, not the SDK's spans: a span's
+        #: objects go as soon as the application lets go of it, not when its trace ends.
+        self.ended: list[SpanCapture] = []
         #: The hint service's call-site cache: span id -> its resolved site.
         self.sites: dict[int, Any] = {}
         self.tally: Tally = _NO_CALLS
@@ -100,7 +102,8 @@ class LiveSpans:
 
     def ended(self, span: ReadableSpan) -> SpanCapture | None:
         """``span`` (the snapshot) ended: its capture from the start, or a new one if the
-        start was not tracked (``None`` for a span without a context)."""
+        start was not tracked, with the end filled in (``None`` for a span without a
+        context)."""
         context = span.context
         if context is None:
             return None
@@ -110,6 +113,7 @@ class LiveSpans:
             capture = capture_start(span)
             if capture is None:
                 return None
+        capture_end(span, capture)  # before it is recorded: lookups read it complete
         if capture.no_local_parent:
             # The local root: its trace is done here, and so is all that was kept for it.
             self.traces.pop(capture.trace_id, None)
@@ -119,7 +123,7 @@ class LiveSpans:
             return capture
         state.sites.pop(span_id, None)
         if len(state.ended) < MAX_ENDED_PER_TRACE:
-            state.ended.append(span)
+            state.ended.append(capture)
         else:
             self._count_untracked()
         return capture

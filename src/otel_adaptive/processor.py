@@ -22,7 +22,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from otel_adaptive._span_capture import SpanCapture, SpanEnded, capture_end, capture_start
+from otel_adaptive._span_capture import SpanCapture, SpanEnded, capture_start
 from otel_adaptive.cache import PlanCache
 from otel_adaptive.config import AdaptiveConfig
 from otel_adaptive.exporter import Exporter, FlushRequest, QueueItem
@@ -168,10 +168,9 @@ class AdaptiveSpanProcessor(SpanProcessor):
             if capture is None:  # as in on_start
                 raise ValueError("a span without a context")
             if len(self._queue) >= self._max_queue or self._shutdown:
-                capture.live = None  # if its start is queued: let the span go now
                 self._drop(_ENDS, span)
                 return
-            self._enqueue(SpanEnded(capture_end(span, capture)))
+            self._enqueue(SpanEnded(capture))
         except Exception:
             self._count_hot_error()
 
