@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, TraceFlags
 
+from otel_adaptive import assembler as assembler_module
 from otel_adaptive.assembler import RunAssembler
 from otel_adaptive.config import AdaptiveConfig
 from otel_adaptive.records import encode_run
@@ -407,7 +409,12 @@ def test_agent_labelled_step_without_calls_stays_inside_the_run_around_it() -> N
     assert [c.name for c in run.calls] == ["chat m"]
 
 
-def test_span_started_under_a_finished_run_member_is_a_run_of_its_own() -> None:
+@pytest.mark.parametrize("remembered", [65536, 4], ids=["newer generation", "older generation"])
+def test_span_started_under_a_finished_run_member_is_a_run_of_its_own(
+    remembered: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a bound of 4 the two members fill the newer half: they are asked of the older.
+    monkeypatch.setattr(assembler_module, "_REMEMBERED_MEMBERS", remembered)
     assembler = RunAssembler(AdaptiveConfig(), clock=_Clock())
     first = [
         _span(1, None, "handle", {}, 0, 10),

@@ -20,6 +20,7 @@ remembered; each call record is built once, after the run's calls are known.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import OrderedDict
@@ -115,7 +116,11 @@ class RunAssembler:
         # Span ids of ended members of emitted runs: a span that starts under one of
         # them (an instrumentation left a finished span current) starts afresh.
         # Keyed by one int per span (see _member_key): nothing the collector tracks.
-        self._emitted_members: OrderedDict[int | tuple[int, int], None] = OrderedDict()
+        # Two generations of plain dicts: the newer fills up to half the bound, then
+        # replaces the older, so the most recent half at least is always remembered
+        # and remembering costs one dict store per span.
+        self._emitted_members: dict[int | tuple[int, int], None] = {}
+        self._emitted_before: dict[int | tuple[int, int], None] = {}
         # WAITING run roots (streams read after their parent ended): (trace id, span
         # id) -> root until their run closes or the grace time is up. Keyed by both
         # ids: span ids repeat across traces in replayed or odd input.
@@ -284,7 +289,8 @@ class RunAssembler:
         parent_id = node.parent_id
         if parent_id is None:
             return True
-        if _member_key(trace_id, parent_id) in self._emitted_members:
+        key = _member_key(trace_id, parent_id)
+        if key in self._emitted_members or key in self._emitted_before:
             node.parent_finished = True  # it starts afresh: a local root
             node.local_root = True
         elif parent_id != node.span_id:
@@ -508,8 +514,7 @@ class RunAssembler:
                 elif graph_node is None or node.start_ns < graph_node.start_ns:
                     graph_node = node
         drafts.sort()
-        if has_tools and unknown_counts:
-            _fill_tool_call_counts(drafts)
+        counted = _tool_call_counts(drafts) if has_tools and unknown_counts else None
         limit = self._config.max_calls_per_run
         if len(drafts) > limit:
             self.counters.calls_truncated += len(drafts) - limit
@@ -526,7 +531,7 @@ class RunAssembler:
             trace_id=trace_hex,
             start_ns=root.start_ns,
             end_ns=root.end_ns,
-            calls=self._call_records(drafts),
+            calls=self._call_records(drafts, counted),
             truncated=not complete,
         )
         self._completed.append(run)
@@ -534,11 +539,14 @@ class RunAssembler:
         self.counters.runs_truncated += not complete
         self._drop_emitted(trace_id, trace, root, members, complete=complete)
 
-    def _call_records(self, drafts: list[_Draft]) -> tuple[CallRecord, ...]:
-        """Each call's record, built once from its node and details."""
+    def _call_records(
+        self, drafts: list[_Draft], counted: dict[int, int] | None
+    ) -> tuple[CallRecord, ...]:
+        """Each call's record, built once from its node and details; ``counted`` has the
+        tool-call counts filled in from tool spans, by position in ``drafts``."""
         hexes: dict[int, str] = {}  # siblings share a parent
         records = []
-        for start, end, _, node, path, details in drafts:
+        for position, (start, end, _, node, path, details) in enumerate(drafts):
             parent_id = node.parent_id
             parent_hex = None
             if parent_id is not None:
@@ -573,7 +581,9 @@ class RunAssembler:
                     prompt_tokens=details.prompt_tokens,
                     total_tokens=details.total_tokens,
                     model_name=None if model is None else self._cut(model),
-                    tool_call_count=details.tool_call_count,
+                    tool_call_count=details.tool_call_count
+                    if counted is None
+                    else counted.get(position, details.tool_call_count),
                 )
             )
         return tuple(records)
@@ -588,11 +598,17 @@ class RunAssembler:
 
     def _remember_emitted(self, trace_id: int, members: list[Node]) -> None:
         emitted = self._emitted_members
+        high = trace_id << 64  # _member_key, inline: once per span of every run
         for node in members:
             if node.state >= ENDED:
-                emitted[_member_key(trace_id, node.span_id)] = None
-        while len(emitted) > _REMEMBERED_MEMBERS:
-            emitted.popitem(last=False)
+                span_id = node.span_id
+                if 0 <= span_id < _SPAN_ID_LIMIT:
+                    emitted[high | span_id] = None
+                else:
+                    emitted[(trace_id, span_id)] = None
+        if len(emitted) >= _REMEMBERED_MEMBERS // 2:
+            self._emitted_before = emitted
+            self._emitted_members = {}
 
     def _inner_llm_calls(self, trace: Trace, outer: Node, nested: set[int]) -> list[Node]:
         """LLM spans nested in an LLM span: the same call seen by two instrumentations."""
@@ -696,8 +712,8 @@ def _with_inner_details(
     return details
 
 
-def _fill_tool_call_counts(drafts: list[_Draft]) -> None:
-    """Fill unknown tool-call counts from the tool spans of the same turn.
+def _tool_call_counts(drafts: list[_Draft]) -> dict[int, int]:
+    """Unknown tool-call counts, from the tool spans of the same turn, by draft position.
 
     When an LLM span does not say how many tools the model asked for, the tool
     calls under the same parent that start after it ended and before the next
@@ -705,21 +721,22 @@ def _fill_tool_call_counts(drafts: list[_Draft]) -> None:
     at all (without them tools are not traced and the count stays unknown) and
     some count is unknown. ``drafts`` are in start order.
     """
+    counted: dict[int, int] = {}
     for i, draft in enumerate(drafts):
         details = draft[5]
         if details is None or details.tool_call_count is not None:
             continue
         parent_id, ended = draft[3].parent_id, draft[1]
         count = 0
-        for later in drafts[i + 1 :]:
+        for later in itertools.islice(drafts, i + 1, None):  # no copy: it stops early
             if later[3].parent_id != parent_id:
                 continue
             if later[5] is not None:
                 break
             if later[0] >= ended:
                 count += 1
-        # Built directly: a named tuple's _replace goes through a generic, slow path.
-        drafts[i] = (*draft[:5], conventions.CallDetails(*details[:4], count))
+        counted[i] = count
+    return counted
 
 
 def _as_ns(value: object, fallback: int) -> int:
