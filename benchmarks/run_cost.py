@@ -16,7 +16,9 @@ N LLM calls and 3 tools, 2 of them overlapping) go through a fresh
 Process CPU (``time.process_time``: every thread, so exporter threads count) is
 taken from the first timed span to the end of ``force_flush``, after a warm-up.
 Queues are sized so nothing is dropped, and what arrived is checked (runs stored,
-spans received by the sink). Reported per run, medians over rounds of per-round
+spans received by the sink). Each case with a processor is measured right after
+the SDK alone on the same runs, its own baseline for that round (the machine's speed
+drifts between measurements). Reported per run, medians over rounds of per-round
 ratios:
 
 * added ÷ SDK = (CPU with the processor - CPU with no processor) / CPU with no processor;
@@ -302,12 +304,29 @@ def cases(calls: list[int], stores: list[str], with_otlp: bool) -> list[Case]:
     return out
 
 
+def _paired(name: str) -> str:
+    """Where the SDK-alone samples measured just before the case ``name`` are kept."""
+    return f"{name} (its {SDK} baseline)"
+
+
 def run_rounds(bench: Bench, todo: list[Case], rounds: int) -> dict[str, list[Sample]]:
-    """Every case once per round, the order rotated each round so drift hits all alike."""
+    """Every case once per round, the order rotated each round so drift hits all alike.
+
+    Each case with a processor is measured right after a measurement of the SDK alone
+    on the same runs, its own baseline: the machine's speed drifts within a round (on
+    a shared machine by tens of percent), so a baseline taken next to the case makes
+    its ratio steadier than one taken elsewhere in the round.
+    """
     samples: dict[str, list[Sample]] = {case.name: [] for case in todo}
+    for case in todo:
+        if case.config != SDK:
+            samples[_paired(case.name)] = []
     for r in range(rounds):
         shift = r % len(todo)
         for case in todo[shift:] + todo[:shift]:
+            if case.config != SDK:
+                baseline = Case(f"{case.llm_calls} calls, {SDK}", SDK, case.llm_calls)
+                samples[_paired(case.name)].append(bench.measure(baseline))
             samples[case.name].append(bench.measure(case))
     return samples
 
@@ -316,9 +335,15 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def _added(samples: dict[str, list[Sample]], name: str, base: str) -> list[float]:
-    """Per round: CPU per run this case adds over the SDK alone (same round, same run size)."""
-    return [s.cpu_us - b.cpu_us for s, b in zip(samples[name], samples[base], strict=True)]
+def _baseline(samples: dict[str, list[Sample]], name: str) -> list[Sample]:
+    """The SDK alone measured just before each round's measurement of ``name``."""
+    return samples[_paired(name)]
+
+
+def _added(samples: dict[str, list[Sample]], name: str) -> list[float]:
+    """Per round: CPU per run this case adds over the SDK alone (its own baseline)."""
+    return [s.cpu_us - b.cpu_us for s, b in zip(samples[name], _baseline(samples, name),
+                                                 strict=True)]  # fmt: skip
 
 
 def _spread(values: list[float]) -> str:
@@ -334,19 +359,18 @@ def report(samples: dict[str, list[Sample]], todo: list[Case]) -> tuple[list[str
     ]
     summary: dict[str, Any] = {}
     for case in (c for c in todo if c.warm_sites == SITES):
-        base = f"{case.llm_calls} calls, {SDK}"
         rows = samples[case.name]
-        sdk = [s.cpu_us for s in samples[base]]
-        added = _added(samples, case.name, base)
         entry: dict[str, Any] = {"cpu_us": _median([s.cpu_us for s in rows])}
         cells = ["-", "-", "-", "-", "-"]
         if case.config != SDK:
+            added = _added(samples, case.name)
+            sdk = [s.cpu_us for s in _baseline(samples, case.name)]
             ratio = [a / b for a, b in zip(added, sdk, strict=True)]
             entry.update(added_us=_median(added), added_over_sdk=_median(ratio))
             cells[0], cells[1] = f"{_median(added):.0f}", _spread(ratio)
         otlp = f"{case.llm_calls} calls, {OTLP}"
         if case.config in (MEMORY, REDIS) and otlp in samples:
-            versus = [a / b for a, b in zip(added, _added(samples, otlp, base), strict=True)]
+            versus = [a / b for a, b in zip(added, _added(samples, otlp), strict=True)]
             entry["plugin_over_otlp"] = _median(versus)
             cells[2] = _spread(versus)
         if case.config == REDIS:
@@ -376,7 +400,7 @@ def _thread_table(
         "| ---: | --- | ---: | ---: |",
     ]
     for case in (c for c in todo if c.warm_sites == SITES and c.config != SDK):
-        base = samples[f"{case.llm_calls} calls, {SDK}"]
+        base = _baseline(samples, case.name)
         rows = samples[case.name]
         app = _median([s.app_us - b.app_us for s, b in zip(rows, base, strict=True)])
         workers = _median([s.cpu_us - s.app_us for s in rows])
@@ -394,8 +418,7 @@ def _state_table(
     ]
     for big in (c for c in todo if c.warm_sites != SITES):
         small = f"{big.llm_calls} calls, {big.config}"
-        base = f"{big.llm_calls} calls, {SDK}"
-        added_small, added_big = _added(samples, small, base), _added(samples, big.name, base)
+        added_small, added_big = _added(samples, small), _added(samples, big.name)
         ratio = [b / s for b, s in zip(added_big, added_small, strict=True)]
         fields_small = samples[small][-1].fields
         fields_big = samples[big.name][-1].fields

@@ -96,15 +96,22 @@ class RunRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     def llm_calls(self) -> list[CallRecord]:
         """LLM calls in start order."""
-        return sorted((c for c in self.calls if c.kind == "llm"), key=_start_key)
+        return _in_start_order([c for c in self.calls if c.kind == "llm"])
 
     def tool_calls(self) -> list[CallRecord]:
         """Tool calls in start order."""
-        return sorted((c for c in self.calls if c.kind == "tool"), key=_start_key)
+        return _in_start_order([c for c in self.calls if c.kind == "tool"])
 
 
 # (start_ns, end_ns), read natively: runs are sorted by it for every learner.
 _start_key: Callable[[CallRecord], tuple[int, int]] = operator.attrgetter("start_ns", "end_ns")
+
+
+def _in_start_order(calls: list[CallRecord]) -> list[CallRecord]:
+    # Sorted in place (stable: calls that start and end together keep their order);
+    # the assembler emits calls in this order already, which timsort checks in one pass.
+    calls.sort(key=_start_key)
+    return calls
 
 
 class RunFormatError(ValueError):
