@@ -342,8 +342,8 @@ def _baseline(samples: dict[str, list[Sample]], name: str) -> list[Sample]:
 
 def _added(samples: dict[str, list[Sample]], name: str) -> list[float]:
     """Per round: CPU per run this case adds over the SDK alone (its own baseline)."""
-    return [s.cpu_us - b.cpu_us for s, b in zip(samples[name], _baseline(samples, name),
-                                                 strict=True)]  # fmt: skip
+    baseline = _baseline(samples, name)
+    return [s.cpu_us - b.cpu_us for s, b in zip(samples[name], baseline, strict=True)]
 
 
 def _spread(values: list[float]) -> str:

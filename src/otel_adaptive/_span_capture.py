@@ -84,10 +84,6 @@ class SpanCapture(msgspec.Struct, gc=False):
         return self  # it has the span id and ``is_valid`` a span context has
 
     @property
-    def context(self) -> SpanCapture:
-        return self
-
-    @property
     def parent(self) -> ParentRef | None:
         return None if self.parent_id is None else ParentRef(self.parent_id, self.parent_remote)
 

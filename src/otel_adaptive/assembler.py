@@ -514,7 +514,7 @@ class RunAssembler:
                 elif graph_node is None or node.start_ns < graph_node.start_ns:
                     graph_node = node
         drafts.sort()
-        counted = _tool_call_counts(drafts) if has_tools and unknown_counts else None
+        counted = _tool_call_counts(drafts) if has_tools and unknown_counts else {}
         limit = self._config.max_calls_per_run
         if len(drafts) > limit:
             self.counters.calls_truncated += len(drafts) - limit
@@ -540,7 +540,7 @@ class RunAssembler:
         self._drop_emitted(trace_id, trace, root, members, complete=complete)
 
     def _call_records(
-        self, drafts: list[_Draft], counted: dict[int, int] | None
+        self, drafts: list[_Draft], counted: dict[int, int]
     ) -> tuple[CallRecord, ...]:
         """Each call's record, built once from its node and details; ``counted`` has the
         tool-call counts filled in from tool spans, by position in ``drafts``."""
@@ -581,9 +581,7 @@ class RunAssembler:
                     prompt_tokens=details.prompt_tokens,
                     total_tokens=details.total_tokens,
                     model_name=None if model is None else self._cut(model),
-                    tool_call_count=details.tool_call_count
-                    if counted is None
-                    else counted.get(position, details.tool_call_count),
+                    tool_call_count=counted.get(position, details.tool_call_count),
                 )
             )
         return tuple(records)
@@ -598,14 +596,9 @@ class RunAssembler:
 
     def _remember_emitted(self, trace_id: int, members: list[Node]) -> None:
         emitted = self._emitted_members
-        high = trace_id << 64  # _member_key, inline: once per span of every run
         for node in members:
             if node.state >= ENDED:
-                span_id = node.span_id
-                if 0 <= span_id < _SPAN_ID_LIMIT:
-                    emitted[high | span_id] = None
-                else:
-                    emitted[(trace_id, span_id)] = None
+                emitted[_member_key(trace_id, node.span_id)] = None
         if len(emitted) >= _REMEMBERED_MEMBERS // 2:
             self._emitted_before = emitted
             self._emitted_members = {}
