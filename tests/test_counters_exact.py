@@ -758,14 +758,18 @@ def test_a_span_the_assembler_fails_on_is_an_exporter_error(
 ) -> None:
     provider, processor, tracer = make_processor()
     assembler = processor._exporter._assembler
-    started = assembler.span_started
 
-    def fails_on_poison(span: Any) -> None:
-        if span.start_name == "poison":
-            raise RuntimeError("assembler bug")
-        started(span)
+    def failing_on_poison(step: Any) -> Any:
+        def step_or_fail(span: Any) -> None:
+            if span.start_name == "poison":
+                raise RuntimeError("assembler bug")
+            step(span)
 
-    monkeypatch.setattr(assembler, "span_started", fails_on_poison)
+        return step_or_fail
+
+    # A leaf span's start and end may be taken apart or in one step: poison both ways.
+    for name in ("span_started", "span_started_and_ended"):
+        monkeypatch.setattr(assembler, name, failing_on_poison(getattr(assembler, name)))
     try:
         with tracer.start_as_current_span("invoke_agent a", attributes=agent_attrs("a")):
             tracer.start_span("poison").end()

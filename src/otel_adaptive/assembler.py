@@ -180,6 +180,25 @@ class RunAssembler:
         elif node.state >= ENDED:
             self.counters.duplicate_spans += 1
             return
+        self._end(trace_id, trace, node, capture)
+
+    def span_started_and_ended(self, capture: SpanCapture) -> None:
+        """A span's start and its end queued right after it, nothing in between (a leaf
+        span, typically): what ``span_started`` then ``span_ended`` do, in one step."""
+        trace_id = capture.trace_id
+        trace = self._touch(trace_id)
+        if capture.span_id in trace.nodes:
+            self.counters.duplicate_spans += 1  # the start, as span_started counts it
+        else:
+            node = self._new_node(capture)
+            if self._add(trace_id, trace, node):
+                self._end(trace_id, trace, node, capture)
+                return
+        # A duplicate, or the trace was evicted to make room: the end as it comes alone.
+        self.span_ended(capture)
+
+    def _end(self, trace_id: int, trace: Trace, node: Node, capture: SpanCapture) -> None:
+        """The end of ``node`` (in the tree, not ended yet); emit the run it completes."""
         if node.state is DETACHED:  # its run was emitted without it
             self.counters.late_spans += 1
             self._forget(trace, node)

@@ -199,7 +199,7 @@ class Exporter:
         available = min(self._config.max_export_batch_size, len(queue))
         self._mark_damaged()
         took = 0
-        for _ in range(available):
+        while took < available:
             try:
                 event = queue.popleft()
             except IndexError:
@@ -211,7 +211,14 @@ class Exporter:
                     assembler.span_ended(event.capture)
                 elif isinstance(event, SpanCapture):
                     self.counters.spans_started += 1
-                    assembler.span_started(event)
+                    if took < available and _is_end_of(queue, event):
+                        # A leaf span's end right behind its start: both in one step.
+                        queue.popleft()
+                        took += 1
+                        self.counters.spans_ended += 1
+                        assembler.span_started_and_ended(event)
+                    else:
+                        assembler.span_started(event)
                 else:
                     flushes.append(event)
                     break  # answer the flush as soon as what preceded it is handled
@@ -243,3 +250,12 @@ class Exporter:
             self._next_write = now + self._write_interval
             self._writer.write(force=force)
         self._learned.publish(force=force)
+
+
+def _is_end_of(queue: deque[QueueItem], capture: SpanCapture) -> bool:
+    """Whether the next queued event is the end of the span ``capture`` started."""
+    try:
+        following = queue[0]
+    except IndexError:
+        return False
+    return isinstance(following, SpanEnded) and following.capture is capture
