@@ -52,6 +52,9 @@ class SpanCapture(msgspec.Struct, gc=False):
     parent_id: int | None
     #: The parent is in another process: with no parent, the top of the trace here.
     parent_remote: bool
+    #: No parent in this process (none, or a remote one): the top of the span's trace
+    #: here. Read several times per span on both threads, so kept, not recomputed.
+    no_local_parent: bool
     #: Name and start time as the span started (times are validated by the reader).
     start_name: Any
     start_time: Any
@@ -63,11 +66,6 @@ class SpanCapture(msgspec.Struct, gc=False):
     #: At the end: a plain dict (see :func:`ended_attributes`).
     attributes: Mapping[str, Any] | None = None
     resource: Any = None
-
-    @property
-    def no_local_parent(self) -> bool:
-        """No parent in this process: the top of the span's trace here."""
-        return self.parent_id is None or self.parent_remote
 
     # Hint lookups walk a trace's open spans (the SDK's) and its ended ones (these
     # captures) alike: the few span accessors they use, read from the capture.
@@ -102,11 +100,13 @@ def capture_start(span: ReadableSpan) -> SpanCapture | None:
     if context is None:
         return None
     parent = span.parent
+    remote = parent is not None and bool(parent.is_remote)
     return SpanCapture(
         context.trace_id,
         context.span_id,
         None if parent is None else parent.span_id,
-        parent is not None and bool(parent.is_remote),
+        remote,
+        parent is None or remote,
         span.name,
         span.start_time,
         span,

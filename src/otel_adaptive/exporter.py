@@ -198,7 +198,7 @@ class Exporter:
         # happened before the root's end was queued).
         available = min(self._config.max_export_batch_size, len(queue))
         self._mark_damaged()
-        took = 0
+        took = started = ended = 0  # counted here, added to the counters once a batch
         while took < available:
             try:
                 event = queue.popleft()
@@ -207,15 +207,15 @@ class Exporter:
             took += 1
             try:
                 if isinstance(event, SpanEnded):
-                    self.counters.spans_ended += 1
+                    ended += 1
                     assembler.span_ended(event.capture)
                 elif isinstance(event, SpanCapture):
-                    self.counters.spans_started += 1
+                    started += 1
                     if took < available and _is_end_of(queue, event):
                         # A leaf span's end right behind its start: both in one step.
                         queue.popleft()
                         took += 1
-                        self.counters.spans_ended += 1
+                        ended += 1
                         assembler.span_started_and_ended(event)
                     else:
                         assembler.span_started(event)
@@ -225,6 +225,8 @@ class Exporter:
             except Exception:
                 self.counters.exporter_errors += 1
                 self._log.report("assemble", "otel-adaptive could not assemble a span")
+        self.counters.spans_started += started
+        self.counters.spans_ended += ended
         return took
 
     def _mark_damaged(self) -> None:
