@@ -5,10 +5,12 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 
 import otel_adaptive
+from otel_adaptive import _span_capture as span_capture
 from otel_adaptive._span_capture import SpanCapture, SpanEnded, capture_end, capture_start
 from otel_adaptive.assembler import RunAssembler
 from otel_adaptive.config import AdaptiveConfig
@@ -107,3 +109,82 @@ def test_an_open_trace_counts_its_ended_calls_from_captures_and_lets_the_spans_g
             assert hints is not None and hints.osl == 90  # the next call is the second
     finally:
         provider.shutdown()
+
+
+# --- reading the SDK's span fields directly --------------------------------------------------
+
+
+def _public_view(span: ReadableSpan, capture: SpanCapture) -> tuple[object, ...]:
+    """What the capture says, next to what the span's public properties say."""
+    context, parent = span.context, span.parent
+    assert context is not None
+    return (
+        (capture.trace_id, capture.span_id, capture.parent_id, capture.parent_remote),
+        (
+            context.trace_id,
+            context.span_id,
+            None if parent is None else parent.span_id,
+            bool(parent is not None and parent.is_remote),
+        ),
+        (capture.start_name, capture.start_time, capture.end_name, capture.end_time),
+        (span.name, span.start_time, span.name, span.end_time),
+        (dict(capture.attributes or {}), capture.resource),
+        (dict(span.attributes or {}), span.resource),
+    )
+
+
+class _Renamed(ReadableSpan):
+    """A span class answering ``name`` itself: its fields are not the SDK's to read."""
+
+    @property
+    def name(self) -> str:
+        return "renamed"
+
+
+def _sdk_spans() -> list[ReadableSpan]:
+    recorded: list[ReadableSpan] = []
+
+    class Recorder(SpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            recorded.append(span)
+
+    provider = TracerProvider()
+    provider.add_span_processor(Recorder())
+    tracer = provider.get_tracer("capture")
+    remote = trace.SpanContext(0xAB, 0xCD, is_remote=True, trace_flags=trace.TraceFlags(1))
+    with tracer.start_as_current_span("outer", context=trace.set_span_in_context(
+        trace.NonRecordingSpan(remote))):  # fmt: skip
+        tracer.start_span("chat m", attributes={**LLM, **usage(3)}).end()
+    provider.shutdown()
+    return recorded
+
+
+def test_captures_of_sdk_spans_say_what_their_public_properties_say(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spans = _sdk_spans()
+    for indexed in (True, False):  # span contexts read by index, and through properties
+        if not indexed:
+            monkeypatch.setattr(span_capture, "_INDEXED_CONTEXT", None)
+        for span in spans:
+            start = capture_start(span)
+            assert start is not None
+            view = _public_view(span, capture_end(span, start))
+            assert view[0] == view[1] and view[2] == view[3] and view[4] == view[5]
+    inner, outer = spans
+    assert outer.parent is not None and outer.parent.is_remote  # both kinds of parent
+    assert inner.parent is not None and not inner.parent.is_remote
+
+
+def test_a_span_class_with_its_own_properties_is_read_through_them() -> None:
+    [chat, _] = _sdk_spans()
+    odd = _Renamed(
+        name="chat m", context=chat.context, parent=chat.parent,
+        attributes=dict(chat.attributes or {}), start_time=chat.start_time,
+        end_time=chat.end_time, resource=chat.resource,
+    )  # fmt: skip
+    start = capture_start(odd)
+    assert start is not None and start.start_name == "renamed"
+    assert capture_end(odd, start).end_name == "renamed"
+    assert chat.context is not None
+    assert span_capture.span_ids(odd) == (chat.context.trace_id, chat.context.span_id)

@@ -24,6 +24,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanContext
 
 
 class ParentRef(NamedTuple):
@@ -33,10 +34,40 @@ class ParentRef(NamedTuple):
     is_remote: bool
 
 
-#: The SDK's ``attributes`` property: a read-only view of the span's ``_attributes``.
-#: Classes that keep it (the SDK's snapshots and live spans) are read through the
-#: backing mapping; any other class through its own ``attributes``.
-_SDK_ATTRIBUTES_VIEW: Final = ReadableSpan.attributes
+#: The ``ReadableSpan`` properties a capture reads. A class that keeps every one of them
+#: as the SDK defines it (the SDK's live spans and snapshots) answers them from its own
+#: ``_context``, ``_name``... fields, which are then read directly: an attribute load
+#: instead of a Python property call, a dozen times per span on the application thread.
+_SDK_FIELDS: Final = ("context", "parent", "name", "start_time", "end_time", "resource",
+                      "attributes")  # fmt: skip
+#: Span classes seen -> whether they keep the SDK's properties (few; bounded anyway).
+_sdk_classes: dict[type, bool] = {}
+_SDK_CLASSES_KEPT: Final = 64
+
+
+def _reads_sdk_fields(cls: type) -> bool:
+    """Whether spans of ``cls`` answer the properties above from the SDK's own fields."""
+    known = _sdk_classes.get(cls)
+    if known is None:
+        known = all(getattr(cls, f, None) is getattr(ReadableSpan, f) for f in _SDK_FIELDS)
+        if len(_sdk_classes) < _SDK_CLASSES_KEPT:
+            _sdk_classes[cls] = known
+    return known
+
+
+def _indexed_span_context() -> type[SpanContext] | None:
+    """``SpanContext`` if it is the tuple ``(trace_id, span_id, is_remote, ...)`` it is
+    today, so its ids are read by index, not through a property each; else ``None``."""
+    try:
+        probe = SpanContext(trace_id=1, span_id=2, is_remote=True)
+        if isinstance(probe, tuple) and probe[:3] == (1, 2, True):
+            return SpanContext
+    except Exception:  # a future layout: the properties are read instead
+        pass
+    return None
+
+
+_INDEXED_CONTEXT: Final = _indexed_span_context()
 
 
 # ``gc=False``: a capture holds ids, times, names, a plain dict of the attributes
@@ -94,31 +125,53 @@ class SpanEnded(msgspec.Struct, gc=False):
     capture: SpanCapture
 
 
-def capture_start(span: ReadableSpan) -> SpanCapture | None:
-    """The start of ``span`` (``None`` when it has no context to place it by)."""
-    context = span.context
+def span_ids(span: ReadableSpan) -> tuple[int, int] | None:
+    """``span``'s (trace id, span id), or ``None`` when it has no context."""
+    context = span._context if _reads_sdk_fields(type(span)) else span.context
     if context is None:
         return None
-    parent = span.parent
-    remote = parent is not None and bool(parent.is_remote)
+    if type(context) is _INDEXED_CONTEXT:
+        return context[0], context[1]
+    return context.trace_id, context.span_id
+
+
+def capture_start(span: ReadableSpan) -> SpanCapture | None:
+    """The start of ``span`` (``None`` when it has no context to place it by)."""
+    if _reads_sdk_fields(type(span)):
+        context, parent = span._context, span._parent
+        name, start_time = span._name, span._start_time
+    else:
+        context, parent = span.context, span.parent
+        name, start_time = span.name, span.start_time
+    if context is None:
+        return None
+    if type(context) is _INDEXED_CONTEXT:
+        trace_id, span_id = context[0], context[1]
+    else:
+        trace_id, span_id = context.trace_id, context.span_id
+    if parent is None:
+        parent_id, remote = None, False
+    elif type(parent) is _INDEXED_CONTEXT:
+        parent_id, remote = parent[1], bool(parent[2])
+    else:
+        parent_id, remote = parent.span_id, bool(parent.is_remote)
     return SpanCapture(
-        context.trace_id,
-        context.span_id,
-        None if parent is None else parent.span_id,
-        remote,
-        parent is None or remote,
-        span.name,
-        span.start_time,
-        span,
+        trace_id, span_id, parent_id, remote, parent is None or remote, name, start_time, span
     )
 
 
 def capture_end(span: ReadableSpan, capture: SpanCapture) -> SpanCapture:
     """``capture`` (the start of ``span``) with ``span``'s end."""
-    capture.end_name = span.name
-    capture.end_time = span.end_time
-    capture.attributes = ended_attributes(span)
-    capture.resource = span.resource
+    if _reads_sdk_fields(type(span)):
+        capture.end_name = span._name
+        capture.end_time = span._end_time
+        capture.attributes = _sdk_attributes(span)
+        capture.resource = span._resource
+    else:
+        capture.end_name = span.name
+        capture.end_time = span.end_time
+        capture.attributes = plain_attributes(span)
+        capture.resource = span.resource
     capture.ended = True  # last: the fields above are complete when this is seen
     capture.live = None
     return capture
@@ -131,21 +184,23 @@ def ended_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     stays as it is and is read as it is; any other span's are copied
     (:func:`plain_attributes`).
     """
-    inner = _sdk_backing_dict(span)
+    if _reads_sdk_fields(type(span)):
+        return _sdk_attributes(span)
+    return plain_attributes(span)
+
+
+def _sdk_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """An ended SDK span's attributes: the plain dict behind them, else a copy."""
+    inner = _backing_dict(getattr(span, "_attributes", None))
     return plain_attributes(span) if inner is None else inner
 
 
-def _sdk_backing_dict(span: ReadableSpan) -> dict[str, Any] | None:
-    """The plain dict behind an SDK span's attribute view (None for other spans)."""
-    if getattr(type(span), "attributes", None) is _SDK_ATTRIBUTES_VIEW:
-        raw = getattr(span, "_attributes", None)
-        if type(raw) is BoundedAttributes:
-            inner = getattr(raw, "_dict", None)
-            if type(inner) is dict:
-                return inner
-        elif type(raw) is dict:
-            return raw
-    return None
+def _backing_dict(raw: object) -> dict[str, Any] | None:
+    """The plain dict an SDK span keeps its attributes in (``None`` if it is not one)."""
+    if type(raw) is BoundedAttributes:
+        inner = getattr(raw, "_dict", None)
+        return inner if type(inner) is dict else None
+    return raw if type(raw) is dict else None
 
 
 def plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
@@ -156,7 +211,8 @@ def plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     dict is copied in C instead. Other spans' mappings are copied generically; one
     that cannot be iterated is kept as is (the convention readers tolerate any).
     """
-    inner = _sdk_backing_dict(span)
+    sdk = _reads_sdk_fields(type(span))
+    inner = _backing_dict(getattr(span, "_attributes", None)) if sdk else None
     if inner is not None:
         return inner.copy()
     attributes = span.attributes
@@ -175,4 +231,5 @@ __all__ = [
     "capture_start",
     "ended_attributes",
     "plain_attributes",
+    "span_ids",
 ]

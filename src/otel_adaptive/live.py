@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from otel_adaptive._span_capture import SpanCapture, capture_end, capture_start
+from otel_adaptive._span_capture import SpanCapture, capture_end, capture_start, span_ids
 
 #: Ended spans remembered per open trace; later ones are counted, not kept.
 MAX_ENDED_PER_TRACE: Final = 4096
@@ -104,12 +104,12 @@ class LiveSpans:
         """``span`` (the snapshot) ended: its capture from the start, or a new one if the
         start was not tracked, with the end filled in (``None`` for a span without a
         context)."""
-        context = span.context
-        if context is None:
+        ids = span_ids(span)
+        if ids is None:
             return None
-        span_id = context.span_id
+        trace_id, span_id = ids
         capture = self.open.pop(span_id, None)
-        if capture is None or capture.trace_id != context.trace_id:  # ids repeat in odd input
+        if capture is None or capture.trace_id != trace_id:  # ids repeat in odd input
             capture = capture_start(span)
             if capture is None:
                 return None
