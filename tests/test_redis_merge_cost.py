@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from otel_adaptive.store import redis as redis_store
 from otel_adaptive.store.redis import RedisStore
 from redis_helpers import Tally, learners, tally_delta
 from redis_servers import RedisProxy, RedisServer
@@ -127,3 +128,24 @@ def test_a_shard_changed_behind_the_writer_is_read_again_and_nothing_is_lost(
     loaded = store.load_fields("a", "tally")
     assert loaded["runs"] == Tally(11)  # 1 in the base, 10 in the shard: not 12
     assert loaded["kept"] == Tally(11)
+
+
+def test_a_writer_of_more_agents_than_it_remembers_never_takes_a_written_shard_for_empty(
+    redis_server: RedisServer, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory for agents written stays bounded, and forgetting never loses data: past
+    the bound, every agent's shard counts as maybe written (read back, not overwritten)."""
+    monkeypatch.setattr(redis_store, "_OWN_AGENTS_CACHED", 1)  # shard views go at once
+    monkeypatch.setattr(redis_store, "_WRITTEN_AGENTS_REMEMBERED", 3)
+    store = RedisStore.from_url(redis_server.url, key_prefix=key_prefix, learners=learners())
+    try:
+        agents = [f"agent-{i}" for i in range(8)]
+        for rounds in (1, 2, 3):
+            for agent in agents:
+                assert store.merge(f"{agent}-{rounds}", [tally_delta(agent, f=Tally(1))])
+            assert len(store._written) <= 3
+        assert store._written_overflow
+        for agent in agents:
+            assert store.load_fields(agent, "tally")["f"] == Tally(3)  # nothing overwritten
+    finally:
+        store.close()

@@ -93,6 +93,9 @@ _FOLD_CHUNK = 200
 _WRITER_IDLE_SECONDS = 600.0
 # Agents whose shard content this process keeps decoded (least recently written go).
 _OWN_AGENTS_CACHED = 4096
+# Agents remembered as (maybe) written by this writer. Past it, every agent counts as
+# maybe written: a shard then is never taken for empty, at the price of one read.
+_WRITTEN_AGENTS_REMEMBERED = 65536
 # How long cluster calls follow redirects and wait for a node before giving up.
 _REDIRECT_DEADLINE_SECONDS = 2.0
 
@@ -419,7 +422,9 @@ class RedisStore(Store):
         self._writer = _new_writer_id()
         self._writer_idle = writer_idle_seconds
         self._own: OrderedDict[str, _OwnShard] = OrderedDict()
+        # Agents whose shard this writer may have written (see _may_have_written).
         self._written: set[str] = set()
+        self._written_overflow = False
 
     # -- public API ------------------------------------------------------------------------
 
@@ -767,7 +772,7 @@ class RedisStore(Store):
 
     def _write_call(self, scripts: _Scripts, plan: _AgentMerge, now: str) -> _ScriptCall:
         own = self._own.get(plan.agent_id)
-        if own is None and plan.agent_id not in self._written:
+        if own is None and not self._may_have_written(plan.agent_id):
             own = self._own_for_write(plan.agent_id)  # a shard it starts: known to be empty
         sure = own is not None and (
             own.complete
@@ -885,14 +890,28 @@ class RedisStore(Store):
             self._writer = _new_writer_id()
             self._own.clear()
             self._written.clear()
+            self._written_overflow = False
+
+    def _may_have_written(self, agent_id: str) -> bool:
+        """Whether this writer's shard of the agent may hold anything (else it is empty)."""
+        return self._written_overflow or agent_id in self._written
+
+    def _mark_written(self, agent_id: str) -> None:
+        written = self._written
+        written.add(agent_id)
+        if len(written) > _WRITTEN_AGENTS_REMEMBERED:
+            # Forgetting one would let its shard pass for empty and be overwritten:
+            # from now on every agent counts as maybe written instead.
+            written.clear()
+            self._written_overflow = True
 
     def _own_for_write(self, agent_id: str) -> _OwnShard:
         own = self._own.get(agent_id)
         if own is None:
             # A shard this writer never wrote is empty: nothing to read back.
-            own = _OwnShard(complete=agent_id not in self._written)
+            own = _OwnShard(complete=not self._may_have_written(agent_id))
             self._own[agent_id] = own
-            self._written.add(agent_id)
+            self._mark_written(agent_id)
             while len(self._own) > _OWN_AGENTS_CACHED:
                 self._own.popitem(last=False)
         self._own.move_to_end(agent_id)
@@ -900,7 +919,7 @@ class RedisStore(Store):
 
     def _distrust_own(self, agent_id: str) -> None:
         self._own.pop(agent_id, None)
-        self._written.add(agent_id)  # whatever is rebuilt later is known to be partial
+        self._mark_written(agent_id)  # whatever is rebuilt later is known to be partial
 
     def _own_view(self, agent_id: str, listed: Mapping[str, str]) -> _OwnShard | None:
         """This writer's cached shard when it is exactly what Redis holds, else None."""
