@@ -470,3 +470,37 @@ def test_span_ids_reused_in_another_trace_do_not_look_finished() -> None:
     ]
     _feed(assembler, second, [1, 0])
     assert [len(r.calls) for r in assembler.take_completed()] == [1, 1]
+
+
+@pytest.mark.parametrize(
+    ("given_start", "stored_start"),
+    [
+        (1_700_000_000_000_000_000, 1_700_000_000_000_000_000),
+        (1.7e18, 1_700_000_000_000_000_000),  # a float time in range: its integer part
+        (-5, 0),  # before the epoch: not a span time
+        (-5.0, 0),
+        (float("nan"), 0),
+        (float("inf"), 0),
+        (2**63, 0),  # beyond OTLP's 64 bits
+        (True, 0),
+        ("1700", 0),
+    ],
+)
+def test_a_span_time_that_is_not_one_is_replaced_never_stored(
+    given_start: object, stored_start: int
+) -> None:
+    assembler = RunAssembler(AdaptiveConfig())
+    agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "a"}
+    chat = {"gen_ai.operation.name": "chat"}
+    end = 1_800_000_000_000_000_000
+    for span in (
+        _span(1, None, "invoke_agent a", {}, 1, None),
+        _span(2, 1, "chat m", {}, given_start, None),  # type: ignore[arg-type]
+    ):
+        assembler.span_started(span)
+    assembler.span_ended(_span(2, 1, "chat m", chat, given_start, end))  # type: ignore[arg-type]
+    assembler.span_ended(_span(1, None, "invoke_agent a", agent, 1, end))
+    [run] = assembler.take_completed()
+    [call] = run.calls
+    assert (call.start_ns, call.end_ns) == (stored_start, end)
+    encode_run(run)  # and it stores

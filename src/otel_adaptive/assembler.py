@@ -764,7 +764,7 @@ def _as_ns(value: object, fallback: int) -> int:
             value = int(value)
         elif not isinstance(value, int) or isinstance(value, bool):
             return fallback
-    return int(value) if 0 < abs(value) < _NS_LIMIT else fallback
+    return int(value) if 0 < value < _NS_LIMIT else fallback
 
 
 def _first(a: Any, b: Any) -> Any:
