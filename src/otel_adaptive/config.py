@@ -56,10 +56,7 @@ class AdaptiveConfig:
     max_queue_size: int = 8192
     """Span events (a span is a start and an end) buffered for the exporter; more are
     dropped and counted."""
-    # A quarter of the default queue: every early wake hands the interpreter lock from
-    # the application's thread to the exporter and back, which in a busy process costs
-    # more than the batch's own work, so fewer, larger batches (docs/benchmarks.md).
-    max_export_batch_size: int = 2048
+    max_export_batch_size: int = 512
     """Events the exporter takes per batch; reaching it wakes the exporter early."""
     schedule_delay_millis: int = 1000
     """Longest wait between two exporter batches."""
