@@ -900,8 +900,8 @@ class RedisStore(Store):
         written = self._written
         written.add(agent_id)
         if len(written) > _WRITTEN_AGENTS_REMEMBERED:
-            # Forgetting one would let its shard pass for empty and be overwritten:
-            # from now on every agent counts as maybe written instead.
+            # Forgetting one would let its shard pass for empty (a write the server
+            # refuses, then redone): from now on every agent counts as maybe written.
             written.clear()
             self._written_overflow = True
 
