@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -90,26 +90,55 @@ KIND_ATTRS = st.sampled_from(
 )
 
 
+class HostileSpan(NamedTuple):
+    """What a hostile stream draws for one span (its names are the stream's own)."""
+
+    span_id: int
+    parent: int | None
+    attributes: dict[str, Any]
+    start: int
+    end: int  # may precede the start
+    trace_id: int
+    remote: bool
+
+    def started(self, name: str) -> ReadableSpan:
+        return _span(self.span_id, self.parent, name, {}, self.start, None, self.remote,
+                     self.trace_id)  # fmt: skip
+
+    def ended(self, name: str) -> ReadableSpan:
+        return _span(self.span_id, self.parent, name, self.attributes, self.start, self.end,
+                     self.remote, self.trace_id)  # fmt: skip
+
+
+@st.composite
+def hostile_spans(draw: st.DrawFn, ids: st.SearchStrategy[int]) -> HostileSpan:
+    """An id from ``ids`` (a small pool: duplicates), a random parent (missing, remote,
+    cycles), a kind's attributes with odd values beside them, odd times."""
+    attributes = dict(draw(KIND_ATTRS))
+    attributes.update(draw(st.dictionaries(KEYS, ODD_VALUES, max_size=3)))
+    start = draw(st.integers(min_value=0, max_value=10**6))
+    return HostileSpan(
+        span_id=draw(ids),
+        parent=draw(st.one_of(st.none(), ids)),
+        attributes=attributes,
+        start=start,
+        end=start + draw(st.integers(min_value=-10, max_value=10**6)),
+        trace_id=draw(st.sampled_from([TRACE, TRACE + 1])),
+        remote=draw(st.booleans()),
+    )
+
+
 @st.composite
 def span_streams(draw: st.DrawFn) -> list[tuple[str, ReadableSpan]]:
-    """Spans with ids from a small pool (duplicates), random parents (missing,
-    remote, cycles), odd attributes, and starts/ends dropped or in any order."""
+    """Hostile spans (see ``hostile_spans``), renamed at their end, with starts/ends
+    dropped or in any order."""
     count = draw(st.integers(min_value=1, max_value=25))
     ids = st.integers(min_value=1, max_value=30)
     events: list[tuple[str, ReadableSpan]] = []
     for _ in range(count):
-        span_id = draw(ids)
-        parent = draw(st.one_of(st.none(), ids))
-        attrs = dict(draw(KIND_ATTRS))
-        attrs.update(draw(st.dictionaries(KEYS, ODD_VALUES, max_size=3)))
-        start = draw(st.integers(min_value=0, max_value=10**6))
-        end = start + draw(st.integers(min_value=-10, max_value=10**6))
-        trace_id = draw(st.sampled_from([TRACE, TRACE + 1]))
-        remote = draw(st.booleans())
-        live = _span(span_id, parent, "s", {}, start, None, remote, trace_id)
-        done = _span(
-            span_id, parent, draw(st.text(max_size=5)), attrs, start, end, remote, trace_id
-        )
+        drawn = draw(hostile_spans(ids))
+        live = drawn.started("s")
+        done = drawn.ended(draw(st.text(max_size=5)))
         if draw(st.integers(0, 9)) > 0:  # now and then a start is lost
             events.append(("start", live))
         if draw(st.integers(0, 9)) > 0:  # ... or a span never ends

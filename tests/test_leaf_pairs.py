@@ -23,7 +23,7 @@ from otel_adaptive.config import AdaptiveConfig
 from otel_adaptive.exporter import FlushRequest
 from otel_adaptive.records import encode_run
 from spans import LLM, agent_attrs
-from test_assembler import KEYS, KIND_ATTRS, ODD_VALUES, TRACE, _Clock, _span
+from test_assembler import _Clock, hostile_spans
 
 #: One queued event: ("start" | "end", the index of its span's capture).
 _Event = tuple[str, int]
@@ -39,19 +39,12 @@ def capture_streams(draw: st.DrawFn) -> tuple[list[SpanCapture], list[_Event]]:
     events: list[_Event] = []
     ends: list[ReadableSpan | None] = []
     for i in range(count):
-        span_id = draw(ids)
-        parent = draw(st.one_of(st.none(), ids))
-        attributes = dict(draw(KIND_ATTRS))
-        attributes.update(draw(st.dictionaries(KEYS, ODD_VALUES, max_size=2)))
-        start = draw(st.integers(min_value=0, max_value=10**6))
-        end = start + draw(st.integers(min_value=-10, max_value=10**6))
-        trace_id = draw(st.sampled_from([TRACE, TRACE + 1]))
-        remote = draw(st.booleans())
+        drawn = draw(hostile_spans(ids))
         name = draw(st.sampled_from(["s", "agent", "chat m", "tool"]))
-        capture = capture_start(_span(span_id, parent, name, {}, start, None, remote, trace_id))
+        capture = capture_start(drawn.started(name))
         assert capture is not None
         captures.append(capture)
-        done = _span(span_id, parent, name, attributes, start, end, remote, trace_id)
+        done = drawn.ended(name)
         ends.append(done if draw(st.integers(0, 9)) > 0 else None)  # now and then never ends
         if draw(st.integers(0, 9)) > 0:  # ... or its start is lost
             events.append(("start", i))
