@@ -152,13 +152,9 @@ class RunAssembler:
         if capture is None:
             return
         trace_id = capture.trace_id
-        trace = self._touch(trace_id)
-        if capture.span_id in trace.nodes:
-            self.counters.duplicate_spans += 1
-            return
-        node = self._new_node(capture)
-        node.live = capture
-        self._add(trace_id, trace, node)
+        node = self._begin(trace_id, self._touch(trace_id), capture)
+        if node is not None:
+            node.live = capture
 
     def span_ended(self, span: ReadableSpan | SpanCapture) -> None:
         """Record a span end (the processor's capture, or the read-only snapshot) and
@@ -187,15 +183,20 @@ class RunAssembler:
         span, typically): what ``span_started`` then ``span_ended`` do, in one step."""
         trace_id = capture.trace_id
         trace = self._touch(trace_id)
-        if capture.span_id in trace.nodes:
-            self.counters.duplicate_spans += 1  # the start, as span_started counts it
+        node = self._begin(trace_id, trace, capture)
+        if node is None:  # a duplicate, or its trace was evicted: the end as it comes alone
+            self.span_ended(capture)
         else:
-            node = self._new_node(capture)
-            if self._add(trace_id, trace, node):
-                self._end(trace_id, trace, node, capture)
-                return
-        # A duplicate, or the trace was evicted to make room: the end as it comes alone.
-        self.span_ended(capture)
+            self._end(trace_id, trace, node, capture)
+
+    def _begin(self, trace_id: int, trace: Trace, capture: SpanCapture) -> Node | None:
+        """The node of a span that starts, in the tree; ``None`` for a duplicate start
+        (counted) or when its trace was evicted to make room."""
+        if capture.span_id in trace.nodes:
+            self.counters.duplicate_spans += 1
+            return None
+        node = self._new_node(capture)
+        return node if self._add(trace_id, trace, node) else None
 
     def _end(self, trace_id: int, trace: Trace, node: Node, capture: SpanCapture) -> None:
         """The end of ``node`` (in the tree, not ended yet); emit the run it completes."""
