@@ -83,9 +83,6 @@ class SpanCapture(msgspec.Struct, gc=False):
     parent_id: int | None
     #: The parent is in another process: with no parent, the top of the trace here.
     parent_remote: bool
-    #: No parent in this process (none, or a remote one): the top of the span's trace
-    #: here. Read several times per span on both threads, so kept, not recomputed.
-    no_local_parent: bool
     #: Name and start time as the span started (times are validated by the reader).
     start_name: Any
     start_time: Any
@@ -97,6 +94,11 @@ class SpanCapture(msgspec.Struct, gc=False):
     #: At the end: a plain dict (see :func:`ended_attributes`).
     attributes: Mapping[str, Any] | None = None
     resource: Any = None
+
+    @property
+    def no_local_parent(self) -> bool:
+        """No parent in this process (none, or a remote one): the top of the trace here."""
+        return self.parent_id is None or self.parent_remote
 
     # Hint lookups walk a trace's open spans (the SDK's) and its ended ones (these
     # captures) alike: the few span accessors they use, read from the capture.
@@ -155,9 +157,7 @@ def capture_start(span: ReadableSpan) -> SpanCapture | None:
         parent_id, remote = parent[1], bool(parent[2])
     else:
         parent_id, remote = parent.span_id, bool(parent.is_remote)
-    return SpanCapture(
-        trace_id, span_id, parent_id, remote, parent is None or remote, name, start_time, span
-    )
+    return SpanCapture(trace_id, span_id, parent_id, remote, name, start_time, span)
 
 
 def capture_end(span: ReadableSpan, capture: SpanCapture) -> SpanCapture:
