@@ -91,7 +91,7 @@ class SpanCapture(msgspec.Struct, gc=False):
     ended: bool = False
     end_name: Any = None
     end_time: Any = None
-    #: At the end: a plain dict (see :func:`ended_attributes`).
+    #: At the end: a plain dict (see :func:`capture_end`).
     attributes: Mapping[str, Any] | None = None
     resource: Any = None
 
@@ -177,20 +177,12 @@ def capture_end(span: ReadableSpan, capture: SpanCapture) -> SpanCapture:
     return capture
 
 
-def ended_attributes(span: ReadableSpan) -> Mapping[str, Any]:
-    """The attributes of an ended span, as a plain dict, without copying if it can.
-
-    An ended SDK span refuses new attributes, so the plain dict behind its mapping
-    stays as it is and is read as it is; any other span's are copied
-    (:func:`plain_attributes`).
-    """
-    if _reads_sdk_fields(type(span)):
-        return _sdk_attributes(span)
-    return plain_attributes(span)
-
-
 def _sdk_attributes(span: ReadableSpan) -> Mapping[str, Any]:
-    """An ended SDK span's attributes: the plain dict behind them, else a copy."""
+    """An ended SDK span's attributes: the plain dict behind them, else a copy.
+
+    An ended SDK span refuses new attributes, so the dict behind its mapping stays as
+    it is and is read as it is, not copied.
+    """
     inner = _backing_dict(getattr(span, "_attributes", None))
     return plain_attributes(span) if inner is None else inner
 
@@ -229,7 +221,6 @@ __all__ = [
     "SpanCapture",
     "capture_end",
     "capture_start",
-    "ended_attributes",
     "plain_attributes",
     "span_ids",
 ]
