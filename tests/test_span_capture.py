@@ -163,6 +163,9 @@ def test_captures_of_sdk_spans_say_what_their_public_properties_say(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spans = _sdk_spans()
+    # The SDK's own classes take the direct path; that is what is checked against.
+    assert all(span_capture._reads_sdk_fields(type(span)) for span in spans)
+    assert span_capture._INDEXED_CONTEXT is trace.SpanContext
     for indexed in (True, False):  # span contexts read by index, and through properties
         if not indexed:
             monkeypatch.setattr(span_capture, "_INDEXED_CONTEXT", None)
@@ -183,6 +186,7 @@ def test_a_span_class_with_its_own_properties_is_read_through_them() -> None:
         attributes=dict(chat.attributes or {}), start_time=chat.start_time,
         end_time=chat.end_time, resource=chat.resource,
     )  # fmt: skip
+    assert not span_capture._reads_sdk_fields(_Renamed)
     start = capture_start(odd)
     assert start is not None and start.start_name == "renamed"
     assert capture_end(odd, start).end_name == "renamed"
